@@ -1,0 +1,232 @@
+"""The ``obsbench`` command: thin, and the only place that prints and exits.
+
+Exit codes: 0 success, 1 some runs failed, 2 invalid input (specs, paths, arguments),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from obsbench import __version__
+from obsbench.spec import Issue, SpecError
+
+if TYPE_CHECKING:
+    from obsbench.suite import RunSpec
+
+EXIT_INVALID = 2
+
+
+class UserError(Exception):
+    """A mistake of the user's: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INVALID, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="obsbench", description=(
+        "Benchmark and debug deep-learning optimizers: validate YAML specs, run suites of "
+        "training runs, and tabulate their results."))
+    parser.add_argument("--version", action="version", version=f"obsbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
+
+    p = commands.add_parser("validate", help="check spec files and their cross-references",
+                            description="Check spec files and their cross-references. Errors "
+                            "go to stderr, one line each; exit 0 if all are valid, 2 if not.")
+    p.add_argument("paths", nargs="*", type=Path, default=[Path("specs")], metavar="PATH",
+                   help="spec files, family directories or spec roots (default: specs/)")
+
+    p = commands.add_parser("schema", help="write the JSON Schema of every spec family",
+                            description="Write the JSON Schema of every spec family, for "
+                            "editors that validate and complete YAML.")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="write DIR/<family>.schema.json (default: print one JSON object)")
+
+    p = commands.add_parser("run", help="run a suite of training runs",
+                            description="Run every training run of a suite in a local process "
+                            "pool. A run whose record exists is skipped, so an interrupted "
+                            "sweep resumes where it stopped.")
+    p.add_argument("suite", metavar="SUITE", help="suite id (in --specs) or path to its file")
+    p.add_argument("--specs", type=Path, default=Path("specs"), metavar="DIR",
+                   help="spec root for suite ids (default: specs/)")
+    p.add_argument("--results", type=Path, metavar="DIR",
+                   help="where run records go (default: results/<suite>)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="parallel runs; each gets cores/N threads (default: 1)")
+    p.add_argument("--tiny", action="store_true",
+                   help="use every problem's tiny variant (few samples, 2 epochs)")
+
+    p = commands.add_parser("table", help="write a tidy results table",
+                            description="Read the run records in DIR and write one tidy "
+                            "table: runs (one row per run), curves (run_id, epoch, split, "
+                            "metric, value) or instruments (run_id, step, quantity, layer, "
+                            "value). The format follows the suffix: .parquet or .csv.")
+    p.add_argument("directory", type=Path, metavar="DIR", help="a directory of run records")
+    p.add_argument("--table", choices=["runs", "curves", "instruments"], default="runs",
+                   help="which table (default: runs)")
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="output file, .parquet or .csv (default: DIR/<table>.parquet)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"validate": _validate, "schema": _schema, "run": _run, "table": _table}
+    try:
+        return handler[args.command](args)
+    except SpecError as exc:
+        _print_issues(exc.issues)
+        return EXIT_INVALID
+    except UserError as exc:
+        print(f"obsbench {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print(f"obsbench {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _print_issues(issues: Sequence[Issue]) -> None:
+    for issue in issues:
+        print(issue, file=sys.stderr)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from obsbench.catalog import validate_paths
+
+    checked, issues = validate_paths(args.paths)
+    if issues:
+        _print_issues(issues)
+        files = len({i.file for i in issues})
+        print(f"{len(issues)} problem(s) in {files} file(s); {checked} file(s) checked",
+              file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{checked} spec file(s) valid")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from pydantic import TypeAdapter
+
+    from obsbench.catalog import FAMILIES
+
+    schemas = {name: TypeAdapter(f.union).json_schema() for name, f in FAMILIES.items()}
+    if args.out is None:
+        print(json.dumps(schemas, indent=1))
+        return 0
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"{args.out}: exists and is not a directory")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, schema in schemas.items():
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["title"] = f"obsbench {FAMILIES[name].noun} spec"
+        (args.out / f"{name}.schema.json").write_text(json.dumps(schema, indent=1) + "\n")
+    print(f"wrote {len(schemas)} schemas to {args.out}/")
+    return 0
+
+
+def _resolve_suite(suite: str, specs: Path) -> tuple[Path, str]:
+    """(spec root, suite id) for a suite given by id or by path."""
+    path = Path(suite)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        if not path.is_file():
+            raise UserError(f"{suite}: no such suite file")
+        if path.parent.name != "suites":
+            raise UserError(f"{suite}: a suite file must be in a suites/ directory")
+        return path.parent.parent, path.stem
+    if not specs.is_dir():
+        raise UserError(f"{specs}: spec root not found (set --specs)")
+    return specs, suite
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise UserError(f"--workers: must be at least 1 (got {args.workers})")
+    from obsbench.catalog import load_catalog
+    from obsbench.suite import Benchmark, expand
+
+    root, suite_id = _resolve_suite(args.suite, args.specs)
+    catalog = load_catalog(root)
+    if suite_id not in catalog.entries["suites"]:
+        broken = [i for i in catalog.issues if Path(i.file).stem == suite_id
+                  and Path(i.file).parent.name == "suites"]
+        if broken:
+            raise SpecError(broken)
+        catalog.get("suites", suite_id)  # raises with a suggestion
+    suite = catalog.entries["suites"][suite_id].spec
+    assert isinstance(suite, Benchmark)
+    involved = {catalog.entries["suites"][suite_id].display}
+    involved |= {str(root / family / f"{ref}.yaml") for _, family, ref in suite.references()}
+    involved |= {str(root / family / f"{ref}.yml") for _, family, ref in suite.references()}
+    relevant = [i for i in catalog.issues if i.file in involved]
+    if relevant:
+        raise SpecError(relevant)
+    runs = expand(suite_id, catalog, tiny=args.tiny)
+    results = args.results or Path("results") / suite_id
+    return _sweep(runs, results, args.workers, suite_id)
+
+
+def _sweep(runs: list[RunSpec], results: Path, workers: int, name: str) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from obsbench.executors import run_local
+
+    counts: Counter[str] = Counter()
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[summary]}"))
+    unique = len({r.run_id for r in runs})
+    with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
+        task = progress.add_task(name, total=unique, summary="")
+        try:
+            for outcome in run_local(runs, results, workers):
+                counts[outcome.status] += 1
+                summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                progress.update(task, advance=1, summary=summary)
+        except KeyboardInterrupt:
+            done = sum(counts.values())
+            print(f"obsbench run: interrupted after {done} of {unique} runs; run the same "
+                  "command again to resume", file=sys.stderr)
+            return 130
+    summary = ", ".join(f"{counts[k]} {k}" for k in ("ok", "diverged", "failed", "skipped"))
+    print(f"{name}: {unique} runs ({summary}) in {results}/")
+    if counts["failed"]:
+        print(f"obsbench run: {counts['failed']} run(s) failed; their records in {results}/ "
+              "give the error", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    from obsbench.results import RecordError, build_table, read_records, record_paths, write_table
+
+    directory: Path = args.directory
+    if not directory.is_dir():
+        raise UserError(f"{directory}: not a directory of run records")
+    if not record_paths(directory):
+        raise UserError(f"{directory}: no run records (*.json) found")
+    out: Path = args.out or directory / f"{args.table}.parquet"
+    if out.suffix not in {".parquet", ".csv"}:
+        raise UserError(f"--out: unknown table format '{out.suffix}' in {out}; use .parquet or .csv")
+    try:
+        records = list(read_records(directory))
+    except RecordError as exc:
+        raise UserError(str(exc)) from None
+    frame = build_table(args.table, records)
+    write_table(frame, out)
+    print(f"wrote {args.table} table ({len(frame)} rows) to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

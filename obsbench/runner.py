@@ -1,0 +1,175 @@
+"""THE training loop: one loop for every problem, optimizer and instrument set.
+
+Protocol (DeepOBS): evaluate on train-eval, validation and test before training (epoch 0)
+and after every epoch; evaluation is untimed and runs in batches of the training batch size
+with the remainder dropped, averaging the batch means (DeepOBS's convention, which gives the
+published quadratic_deep test loss 353.4468 at epoch 0). Reported losses include the
+problem's L2 penalty. Training time and evaluation time are accounted separately.
+
+Determinism: every source of randomness is seeded from the run's seed (model initialisation
+through torch's global generator, batch order through a dedicated generator), so the same
+spec and seed give the same bits on CPU with the same number of threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import platform
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import obsbench
+from obsbench.problems.base import SPLITS, Problem, Split
+from obsbench.results import SPLIT_NAMES, Environment, InstrumentValue, RunRecord, Timings
+from obsbench.suite import RunSpec
+
+DEVICE_ENV = "OBSBENCH_DEVICE"
+
+
+def default_device() -> torch.device:
+    """``$OBSBENCH_DEVICE`` if set, else CUDA when available, else the CPU."""
+    name = os.environ.get(DEVICE_ENV)
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the working directory's git checkout, if any."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: torch.device) -> Environment:
+    name = str(device)
+    if device.type == "cuda":
+        name += f" ({torch.cuda.get_device_name(device)})"
+    return Environment(
+        obsbench=obsbench.__version__, python=platform.python_version(),
+        torch=torch.__version__, numpy=np.__version__,
+        platform=platform.platform(), device=name, threads=torch.get_num_threads(),
+        git_commit=git_commit(),
+    )
+
+
+@torch.no_grad()
+def evaluate(problem: Problem, split: Split) -> dict[str, float]:
+    """Loss (with the L2 penalty) and accuracy on ``split``, DeepOBS-style batched."""
+    model, size = problem.model, problem.batch_size
+    batches = max(1, len(split) // size)
+    size = min(size, len(split))
+    reg = problem.regularizer()
+    penalty = float(reg) if reg is not None else 0.0
+    loss_sum, correct_sum = 0.0, 0.0
+    for b in range(batches):
+        x, y = split.x[b * size:(b + 1) * size], split.y[b * size:(b + 1) * size]
+        outputs = model(x)
+        loss_sum += float(problem.per_example_loss(outputs, y).mean())
+        if problem.classification:
+            correct_sum += float((outputs.argmax(dim=1) == y).float().mean())
+    metrics = {"loss": loss_sum / batches + penalty}
+    if problem.classification:
+        metrics["accuracy"] = correct_sum / batches
+    return metrics
+
+
+def run(spec: RunSpec, device: torch.device | None = None) -> RunRecord:
+    """Train one run; never raises for a failing run (the record says ``failed``)."""
+    device = device or default_device()
+    record = RunRecord(run_id=spec.run_id, spec=spec, environment=environment(device),
+                       status="ok")
+    try:
+        _train(spec, device, record)
+    except Exception as exc:  # a failing run must not stop the sweep
+        record.status = "failed"
+        record.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    return record
+
+
+def _train(spec: RunSpec, device: torch.device, record: RunRecord) -> None:
+    timings = record.timings = Timings()
+    start = time.perf_counter()
+    seed_everything(spec.seed)
+    problem = spec.problem.build(spec.tiny).to(device)
+    model = problem.model
+    optimizer = spec.optimizer.build(model.parameters())
+    batch_order = torch.Generator().manual_seed(spec.seed)
+    instruments = spec.instruments
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()} if instruments else {}
+    curves: dict[str, dict[str, list[float]]] = {SPLIT_NAMES[s]: {} for s in SPLITS}
+    record.curves = curves
+    timings.setup_s = time.perf_counter() - start
+
+    def log_evaluation() -> None:
+        tick = time.perf_counter()
+        model.eval()
+        for name in SPLITS:
+            for metric, value in evaluate(problem, problem.splits[name]).items():
+                curves[SPLIT_NAMES[name]].setdefault(metric, []).append(value)
+        model.train()
+        timings.eval_s += time.perf_counter() - tick
+
+    log_evaluation()
+    train = problem.train
+    size = problem.batch_size
+    steps_per_epoch = len(train) // size
+    losses = record.minibatch_losses
+    step = 0
+    for _epoch in range(problem.num_epochs):
+        order = torch.randperm(len(train), generator=batch_order).to(device)
+        tick = time.perf_counter()
+        for b in range(steps_per_epoch):
+            index = order[b * size:(b + 1) * size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = problem.per_example_loss(model(train.x[index]), train.y[index]).mean()
+            reg = problem.regularizer()
+            if reg is not None:
+                loss = loss + reg
+            value = loss.item()
+            losses.append(value)
+            if not math.isfinite(value):
+                record.status, record.diverged_step = "diverged", step
+                break
+            loss.backward()
+            for instrument in instruments:
+                if instrument.due(step):
+                    record.instruments += [
+                        InstrumentValue(step=step, quantity=instrument.kind, layer=layer,
+                                        value=v)
+                        for layer, v in instrument.measure(model, initial)]
+            optimizer.step()
+            step += 1
+        elapsed = time.perf_counter() - tick
+        timings.epoch_train_s.append(elapsed)
+        timings.train_s += elapsed
+        timings.steps = step
+        if record.status == "diverged":
+            return
+        log_evaluation()
+
+
+def run_and_write(spec: RunSpec, directory: Path) -> tuple[str, str]:
+    """Run ``spec`` and write its record; returns ``(run_id, status)``. For executors."""
+    from obsbench.results import write_record
+
+    record = run(spec)
+    write_record(directory, record)
+    return record.run_id, record.status

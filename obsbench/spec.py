@@ -1,0 +1,340 @@
+"""Spec base class, YAML loading with line numbers, and precise one-line errors.
+
+Every spec family (problems, optimizers, tuning, instruments, suites) is a pydantic
+discriminated union on the key ``kind``. This module knows nothing about the families; it
+turns a YAML file into a validated spec object, or into a :class:`SpecError` that lists every
+problem in the file at once, one line each::
+
+    specs/optimizers/adam.yaml:3: lr: input should be greater than 0 (got -0.001)
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+Loc = tuple[str | int, ...]
+
+
+class Spec(BaseModel):
+    """Base of every spec: immutable, and unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def check(self) -> list[tuple[Loc, str, Any]]:
+        """Checks beyond field types, as ``(loc, message, value)`` triples; none by default."""
+        return []
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in one spec file."""
+
+    file: str
+    line: int | None
+    loc: Loc
+    message: str
+    value: Any = None
+    show_value: bool = False
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        parts = [where]
+        if self.loc:
+            parts.append(dotted(self.loc))
+        text = self.message
+        if self.show_value:
+            text += f" (got {format_value(self.value)})"
+        parts.append(text)
+        return ": ".join(parts)
+
+
+class SpecError(Exception):
+    """One or more problems in spec files; ``str()`` gives one line per problem."""
+
+    def __init__(self, issues: Sequence[Issue]):
+        self.issues = sorted(issues, key=lambda i: (i.file, i.line or 0))
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+def dotted(loc: Loc) -> str:
+    """``('problems', 2, 'lr')`` -> ``problems[2].lr``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def format_value(value: Any) -> str:
+    """Render a user's value compactly, the way they would have typed it in YAML."""
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def suggest(word: str, allowed: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` when a close match exists, else ``""``."""
+    match = difflib.get_close_matches(str(word), list(allowed), n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def choices(word: str, allowed: Sequence[str], label: str = "allowed") -> str:
+    """``"; did you mean 'x'? allowed: a, b"`` (the suggestion only when one is close)."""
+    listing = f"{label}: {', '.join(allowed) if allowed else 'none'}"
+    hint = suggest(word, allowed)
+    return f"{hint} {listing}" if hint else f"; {listing}"
+
+
+def article(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+@dataclass
+class Document:
+    """A parsed YAML file: its data and the line of every key and list item."""
+
+    path: Path
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line(self, loc: Loc) -> int | None:
+        """Line of ``loc``, or of its closest ancestor that has one."""
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return None
+
+
+def read_yaml(path: Path, display: str | None = None) -> Document:
+    """Parse one YAML file, recording the line number of every key and list item.
+
+    Raises:
+        SpecError: the path is not a readable file, or not valid YAML.
+    """
+    name = display or str(path)
+    if path.is_dir():
+        raise SpecError([Issue(name, None, (), "is a directory, expected a YAML file")])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([Issue(name, None, (), "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([Issue(name, None, (), f"cannot read file: {exc}")]) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        doc = Document(path, None, {(): 1})
+        if node is not None:
+            doc.lines[()] = node.start_mark.line + 1
+            doc.data = _construct(loader, node, (), doc.lines, name)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise SpecError([Issue(name, line, (), f"invalid YAML: {problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([Issue(name, None, (), f"invalid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
+    return doc
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, loc: Loc, lines: dict[Loc, int],
+               name: str) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise SpecError([Issue(name, line, loc, "keys must be strings", key, True)])
+            if key in out:
+                raise SpecError([Issue(name, line, (*loc, key), "duplicate key")])
+            lines[(*loc, key)] = line
+            out[key] = _construct(loader, value_node, (*loc, key), lines, name)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for index, item in enumerate(node.value):
+            lines[(*loc, index)] = item.start_mark.line + 1
+            items.append(_construct(loader, item, (*loc, index), lines, name))
+        return items
+    return loader.construct_object(node, deep=True)
+
+
+# ------------------------------------------------------------------ families
+
+
+def union_members(union: Any) -> dict[str, type[Spec]]:
+    """``kind`` value -> spec class, read from an ``Annotated[A | B, ...]`` union."""
+    if get_origin(union) is typing.Annotated:
+        union = get_args(union)[0]
+    members: dict[str, type[Spec]] = {}
+    for cls in get_args(union) or (union,):
+        kind_field = cls.model_fields["kind"]
+        for value in get_args(kind_field.annotation):
+            members[value] = cls
+    return members
+
+
+@dataclass(frozen=True)
+class Family:
+    """A plug-in family: its directory name, its noun, and its registry (the union)."""
+
+    dirname: str
+    noun: str
+    union: Any
+
+    @property
+    def members(self) -> dict[str, type[Spec]]:
+        return union_members(self.union)
+
+
+def parse_spec(family: Family, doc: Document, display: str) -> Spec:
+    """Validate a parsed document against a family's union.
+
+    Raises:
+        SpecError: every problem in the document, one issue each.
+    """
+    data = doc.data
+    if data is None:
+        raise SpecError([Issue(display, None, (), f"empty file; expected {article(family.noun)} spec")])
+    if not isinstance(data, Mapping):
+        raise SpecError([Issue(display, doc.line(()), (),
+                               f"expected a mapping of fields, got a {_yaml_type(data)}")])
+    members = family.members
+    kinds = sorted(members)
+    if "kind" not in data:
+        raise SpecError([Issue(display, doc.line(()), ("kind",),
+                               f"field required; allowed: {', '.join(kinds)}")])
+    kind = data["kind"]
+    if not isinstance(kind, str) or kind not in members:
+        message = f"unknown {family.noun} kind {format_value(kind)}{choices(str(kind), kinds)}"
+        raise SpecError([Issue(display, doc.line(("kind",)), ("kind",), message)])
+    cls = members[kind]
+    try:
+        spec = cls.model_validate(dict(data))
+    except ValidationError as exc:
+        raise SpecError(issues_from_validation(exc, cls, doc, display)) from None
+    problems = spec.check()
+    if problems:
+        raise SpecError([Issue(display, doc.line(loc), loc, message, value, True)
+                         for loc, message, value in problems])
+    return spec
+
+
+def _yaml_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def issues_from_validation(exc: ValidationError, cls: type[BaseModel], doc: Document,
+                           display: str, prefix: Loc = ()) -> list[Issue]:
+    """Translate pydantic errors into one-line issues with lines and suggestions."""
+    issues: list[Issue] = []
+    for error in exc.errors(include_url=False):
+        loc: Loc = (*prefix, *error["loc"])
+        kind = error["type"]
+        value = error.get("input")
+        line = doc.line(loc)
+        if kind == "extra_forbidden":
+            name = str(loc[-1])
+            fields = _fields_at(cls, loc[len(prefix):-1])
+            message = f"unknown field '{name}'" + (choices(name, fields) if fields else "")
+            issues.append(Issue(display, line, loc, message))
+        elif kind == "missing":
+            issues.append(Issue(display, line, loc, "field required"))
+        elif kind in {"literal_error", "enum"}:
+            expected = _expected_literals(cls, loc[len(prefix):])
+            if expected:
+                message = f"invalid value{choices(str(value), expected)}"
+            else:
+                message = _lower_first(error["msg"])
+            issues.append(Issue(display, line, loc, message, value, True))
+        else:
+            message = _lower_first(error["msg"])
+            if message.startswith("value error, "):
+                message = message[len("value error, "):]
+            issues.append(Issue(display, line, loc, message, value,
+                                not isinstance(value, Mapping)))
+    return issues
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _model_at(cls: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The nested model class that owns the fields at ``loc`` (None if unknown)."""
+    current: Any = cls
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = current.model_fields.get(part)
+        if info is None:
+            return None
+        current = _innermost_model(info.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _innermost_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _innermost_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_at(cls: type[BaseModel], loc: Loc) -> list[str]:
+    model = _model_at(cls, loc)
+    if model is None:
+        return []
+    return sorted(model.model_fields, key=lambda name: (name != "kind", name))
+
+
+def _expected_literals(cls: type[BaseModel], loc: Loc) -> list[str]:
+    model = _model_at(cls, loc[:-1])
+    if model is None or isinstance(loc[-1], int):
+        return []
+    info = model.model_fields.get(str(loc[-1]))
+    return _literal_values(info.annotation) if info else []
+
+
+def _literal_values(annotation: Any) -> list[str]:
+    if get_origin(annotation) is Literal:
+        return [str(v) for v in get_args(annotation)]
+    values: list[str] = []
+    for arg in get_args(annotation):
+        values += _literal_values(arg)
+    return values
+
