@@ -211,13 +211,14 @@ def _table(args: argparse.Namespace) -> int:
     from obsbench.results import RecordError, build_table, read_records, record_paths, write_table
 
     directory: Path = args.directory
+    out: Path = args.out or directory / f"{args.table}.parquet"
+    if out.suffix not in {".parquet", ".csv"}:
+        raise UserError(f"--out: unknown table format '{out.suffix}' ({out}); "
+                        "use .parquet or .csv")
     if not directory.is_dir():
         raise UserError(f"{directory}: not a directory of run records")
     if not record_paths(directory):
         raise UserError(f"{directory}: no run records (*.json) found")
-    out: Path = args.out or directory / f"{args.table}.parquet"
-    if out.suffix not in {".parquet", ".csv"}:
-        raise UserError(f"--out: unknown table format '{out.suffix}' in {out}; use .parquet or .csv")
     try:
         records = list(read_records(directory))
     except RecordError as exc:

@@ -98,7 +98,7 @@ def test_cli_errors_are_one_line(spec_root: SpecWriter, tmp_path: Path,
         (["run", "small", "--specs", str(tmp_path / "nowhere")], "spec root not found"),
         (["table", str(tmp_path / "nowhere")], "not a directory of run records"),
         (["table", str(root)], "no run records"),
-        (["table", str(root), "--out", "x.xlsx"], "no run records"),
+        (["table", str(root), "--out", "x.xlsx"], "unknown table format '.xlsx'"),
     ]
     for argv, expected in cases:
         assert main(argv) == 2, argv

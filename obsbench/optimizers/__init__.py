@@ -88,7 +88,10 @@ class NAG(OptimizerSpecBase):
 
 
 class Adam(OptimizerSpecBase):
-    """Adam (Kingma & Ba, 2015). PyTorch adds ``eps`` to the bias-corrected root, TF to the raw one."""
+    """Adam (Kingma & Ba, 2015).
+
+    PyTorch adds ``eps`` to the bias-corrected root, TensorFlow to the uncorrected one.
+    """
 
     kind: Literal["adam"]
     lr: PositiveFloat = 1e-3
@@ -261,7 +264,9 @@ class Import(OptimizerSpecBase):
         return problems
 
     def build(self, params: Iterable[Any]) -> torch.optim.Optimizer:
-        return resolve_target(self.target)(params, lr=self.lr, **self.kwargs)  # type: ignore[no-any-return]
+        optimizer: torch.optim.Optimizer = resolve_target(self.target)(params, lr=self.lr,
+                                                                       **self.kwargs)
+        return optimizer
 
 
 def resolve_target(target: str) -> Any:

@@ -69,6 +69,7 @@ class NoisyQuadratic(nn.Module):
     def __init__(self, hessian: np.ndarray):
         super().__init__()
         self.theta = nn.Parameter(torch.ones(hessian.shape[0]))
+        self.hessian: Tensor
         self.register_buffer("hessian", torch.from_numpy(np.float32(hessian)))
 
     def forward(self, x: Tensor) -> Tensor:

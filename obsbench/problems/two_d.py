@@ -51,7 +51,7 @@ FUNCTIONS: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], tuple[float, floa
 
 
 class NoisyFunction(nn.Module):
-    """``forward(xy)`` gives per-example losses ``f(u, v) + u x + v y`` for ``xy`` of shape (batch, 2)."""
+    """``forward(xy)``, ``xy`` of shape (batch, 2), gives the losses ``f(u, v) + u x + v y``."""
 
     def __init__(self, function: Callable[[Tensor, Tensor], Tensor], start: tuple[float, float]):
         super().__init__()
@@ -64,7 +64,7 @@ class NoisyFunction(nn.Module):
 
 
 def noise_data(seed: int, size: int = SIZE) -> Tensor:
-    """``(size, 2)`` float32: x then y, each ``size`` draws of N(0, 1) from ``RandomState(seed)``."""
+    """``(size, 2)`` float32: x, then y, each ``size`` draws of N(0, 1) from ``seed``."""
     rng = np.random.RandomState(seed)
     x = rng.normal(0.0, 1.0, size)
     y = rng.normal(0.0, 1.0, size)
