@@ -172,7 +172,18 @@ def _run(args: argparse.Namespace) -> int:
         raise SpecError(relevant)
     runs = expand(suite_id, catalog, tiny=args.tiny)
     results = args.results or Path("results") / suite_id
-    return _sweep(runs, results, args.workers, suite_id)
+    return _sweep(runs, results, _workers(args.workers), suite_id)
+
+
+def _workers(requested: int) -> int:
+    """At most one worker per core: more would only oversubscribe the machine."""
+    from obsbench.executors import available_cores
+
+    cores = available_cores()
+    if requested > cores:
+        print(f"obsbench run: note: {requested} workers requested but {cores} cores "
+              f"available; using {cores}", file=sys.stderr)
+    return min(requested, cores)
 
 
 def _sweep(runs: list[RunSpec], results: Path, workers: int, name: str) -> int:
