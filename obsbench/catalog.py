@@ -21,10 +21,12 @@ from obsbench.spec import (
     Issue,
     Spec,
     SpecError,
+    choices,
+    dotted,
+    format_value,
     issues_from_validation,
     parse_spec,
     read_yaml,
-    choices,
 )
 from obsbench.suite import Benchmark, SuiteSpec
 from obsbench.tuning import TuningSpec
@@ -57,6 +59,8 @@ class Catalog:
     entries: dict[str, dict[str, Entry]] = field(
         default_factory=lambda: {name: {} for name in FAMILIES})
     issues: list[Issue] = field(default_factory=list)
+    invalid: dict[str, str] = field(default_factory=dict)
+    """``family/id`` -> displayed path, for every spec file that failed to load."""
 
     def get(self, family: str, spec_id: str) -> Spec:
         """The spec ``spec_id`` of ``family``.
@@ -67,8 +71,9 @@ class Catalog:
         entries = self.entries[family]
         if spec_id not in entries:
             noun = FAMILIES[family].noun
+            hint = choices(spec_id, sorted(entries), "known")
             raise SpecError([Issue(str(self.root / family), None, (),
-                                   f"no {noun} '{spec_id}'{choices(spec_id, sorted(entries), 'known')}")])
+                                   f"no {noun} '{spec_id}'{hint}")])
         return entries[spec_id].spec
 
     def ids(self, family: str) -> list[str]:
@@ -95,15 +100,23 @@ def load_catalog(root: Path, display_base: Path | None = None) -> Catalog:
         directory = root / family.dirname
         if not directory.is_dir():
             continue
+        seen: dict[str, str] = {}
         for path in spec_files(directory):
             if path.parent != directory:
                 continue
             display = _display(path, display_base)
+            if path.stem in seen:
+                catalog.issues.append(Issue(
+                    display, None, (),
+                    f"id '{path.stem}' is also defined by {seen[path.stem]}; ids must be unique"))
+                continue
+            seen[path.stem] = display
             try:
                 doc = read_yaml(path, display)
                 spec = parse_spec(family, doc, display)
             except SpecError as exc:
                 catalog.issues += exc.issues
+                catalog.invalid[f"{family.dirname}/{path.stem}"] = display
                 continue
             catalog.entries[family.dirname][path.stem] = Entry(spec, doc, display)
     catalog.issues += _cross_check(catalog)
@@ -119,9 +132,6 @@ def _display(path: Path, base: Path | None) -> str:
 
 def _cross_check(catalog: Catalog) -> list[Issue]:
     issues: list[Issue] = []
-    known_missing = {
-        f"{family}/{stem}" for family in FAMILIES for stem in _stems(catalog.root / family)
-    }
     for entry in catalog.entries["suites"].values():
         suite = entry.spec
         assert isinstance(suite, Benchmark)
@@ -130,19 +140,20 @@ def _cross_check(catalog: Catalog) -> list[Issue]:
             if ref in catalog.entries[family]:
                 continue
             broken = True
-            if f"{family}/{ref}" in known_missing:
-                message = f"{FAMILIES[family].noun} '{ref}' is invalid (see its own errors)"
+            noun = FAMILIES[family].noun
+            if f"{family}/{ref}" in catalog.invalid:
+                message = (f"{noun} '{ref}' is invalid (see the errors of "
+                           f"{catalog.invalid[f'{family}/{ref}']})")
             else:
                 known = sorted(catalog.entries[family])
-                message = f"unknown {FAMILIES[family].noun} '{ref}'{choices(ref, known, 'known')}"
+                message = f"unknown {noun} '{ref}'{choices(ref, known, 'known')}"
+                if loc not in entry.doc.lines:
+                    message = (f"not set, and the default {noun} '{ref}' does not exist"
+                               f"{choices(ref, known, 'known')}")
             issues.append(Issue(entry.display, entry.doc.line(loc), loc, message))
         if not broken:
             issues += _check_trials(catalog, entry, suite)
     return issues
-
-
-def _stems(directory: Path) -> Iterable[str]:
-    return (p.stem for p in directory.glob("*") if p.suffix in SUFFIXES) if directory.is_dir() else ()
 
 
 def _check_trials(catalog: Catalog, entry: Entry, suite: Benchmark) -> list[Issue]:
@@ -161,19 +172,24 @@ def _check_trials(catalog: Catalog, entry: Entry, suite: Benchmark) -> list[Issu
                     f"tuning '{suite.tuning}' sets '{unknown[0]}', which optimizer "
                     f"'{optimizer_id}' does not have; its hyperparameters: {allowed}"))
                 continue
+        invalid = (f"tuning '{suite.tuning}' gives optimizer '{optimizer_id}' an invalid "
+                   "setting")
         for trial in tuning.trials():  # type: ignore[attr-defined]
             try:
-                optimizer.with_hyperparameters(trial)  # type: ignore[attr-defined]
+                tuned = optimizer.with_hyperparameters(trial)  # type: ignore[attr-defined]
             except ValidationError as exc:
                 first = issues_from_validation(exc, type(optimizer), entry.doc, entry.display)[0]
-                issues.append(Issue(
-                    entry.display, entry.doc.line(loc), loc,
-                    f"tuning '{suite.tuning}' gives optimizer '{optimizer_id}' an invalid "
-                    f"setting: {first.message.split(': ', 1)[-1]}",
-                    trial, True))
+                got = f" (got {format_value(first.value)})" if first.show_value else ""
+                issues.append(Issue(entry.display, entry.doc.line(loc), loc,
+                                    f"{invalid} of {dotted(first.loc)}: {first.message}{got}"))
                 break
             except ValueError as exc:
                 issues.append(Issue(entry.display, entry.doc.line(loc), loc, str(exc)))
+                break
+            problems = tuned.check()
+            if problems:
+                issues.append(Issue(entry.display, entry.doc.line(loc), loc,
+                                    f"{invalid}: {problems[0][1]}"))
                 break
     return issues
 

@@ -15,18 +15,34 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 Loc = tuple[str | int, ...]
 
 
-class Spec(BaseModel):
-    """Base of every spec: immutable, and unknown keys are errors."""
+def _not_bool(value: Any) -> Any:
+    # YAML's true/yes/on would otherwise pass as 1 for numeric fields
+    if isinstance(value, bool):
+        raise ValueError("input should be a number, not a boolean")
+    return value
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+_Number = BeforeValidator(_not_bool)
+PositiveFloat = Annotated[float, _Number, Field(gt=0)]
+NonNegativeFloat = Annotated[float, _Number, Field(ge=0)]
+Probability = Annotated[float, _Number, Field(ge=0, lt=1)]
+PositiveInt = Annotated[int, _Number, Field(gt=0)]
+NonNegativeInt = Annotated[int, _Number, Field(ge=0)]
+"""Numeric field types for specs: booleans, infinities and NaN are rejected."""
+
+
+class Spec(BaseModel):
+    """Base of every spec: immutable; unknown keys, infinities and NaN are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     def check(self) -> list[tuple[Loc, str, Any]]:
         """Checks beyond field types, as ``(loc, message, value)`` triples; none by default."""
@@ -114,6 +130,8 @@ class Document:
     path: Path
     data: Any
     lines: dict[Loc, int] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)
+    """Problems found while parsing that did not stop it (duplicate or non-string keys)."""
 
     def line(self, loc: Loc) -> int | None:
         """Line of ``loc``, or of its closest ancestor that has one."""
@@ -126,6 +144,8 @@ class Document:
 def read_yaml(path: Path, display: str | None = None) -> Document:
     """Parse one YAML file, recording the line number of every key and list item.
 
+    Duplicate and non-string keys do not stop parsing: they land in ``Document.issues``.
+
     Raises:
         SpecError: the path is not a readable file, or not valid YAML.
     """
@@ -133,31 +153,70 @@ def read_yaml(path: Path, display: str | None = None) -> Document:
     if path.is_dir():
         raise SpecError([Issue(name, None, (), "is a directory, expected a YAML file")])
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise SpecError([Issue(name, None, (), "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([Issue(name, None, (), f"cannot read file: {exc}")]) from None
-    loader = yaml.SafeLoader(text)
+    except OSError as exc:
+        message = f"cannot read file: {exc.strerror or exc}"
+        raise SpecError([Issue(name, None, (), message)]) from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = raw[:exc.start].count(b"\n") + 1
+        message = f"not UTF-8 text: {exc.reason} (byte 0x{raw[exc.start]:02x}); save it as UTF-8"
+        raise SpecError([Issue(name, at, (), message)]) from None
+    doc = Document(path, None, {(): 1})
+    loader: yaml.SafeLoader | None = None
+    try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
-        doc = Document(path, None, {(): 1})
         if node is not None:
             doc.lines[()] = node.start_mark.line + 1
-            doc.data = _construct(loader, node, (), doc.lines, name)
+            doc.data = _construct(loader, node, (), doc, name)
+    except yaml.reader.ReaderError as exc:
+        at = text[:exc.position].count("\n") + 1
+        message = f"invalid YAML: control character U+{exc.character:04X} is not allowed"
+        raise SpecError([Issue(name, at, (), message)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise SpecError([Issue(name, line, (), f"invalid YAML: {problem}")]) from None
+        message = f"invalid YAML: {_yaml_problem(exc, line)}"
+        raise SpecError([Issue(name, line, (), message)]) from None
     except yaml.YAMLError as exc:
-        raise SpecError([Issue(name, None, (), f"invalid YAML: {exc}")]) from None
+        flat = " ".join(str(exc).split())
+        raise SpecError([Issue(name, None, (), f"invalid YAML: {flat}")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return doc
 
 
-def _construct(loader: yaml.SafeLoader, node: yaml.Node, loc: Loc, lines: dict[Loc, int],
+_YAML_HINTS = {
+    "mapping values are not allowed here":
+        "mapping values are not allowed here; check the indentation, or quote a value that "
+        "contains ': '",
+    "found character '\\t' that cannot start any token":
+        "found a tab character; indent YAML with spaces, not tabs",
+}
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, line: int | None) -> str:
+    """PyYAML's problem as one readable clause, with where its context started."""
+    problem = exc.problem or ""
+    if problem in _YAML_HINTS:
+        return _YAML_HINTS[problem]
+    if not exc.context:
+        return problem or "invalid YAML"
+    if not problem:
+        return exc.context
+    if problem.startswith("but "):
+        return f"{exc.context}, {problem}"
+    where = exc.context_mark.line + 1 if exc.context_mark else None
+    started = f" that starts on line {where}" if where is not None and where != line else ""
+    return f"{problem} ({exc.context}{started})"
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, loc: Loc, doc: Document,
                name: str) -> Any:
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
@@ -166,17 +225,21 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, loc: Loc, lines: dict[L
             key = loader.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if not isinstance(key, str):
-                raise SpecError([Issue(name, line, loc, "keys must be strings", key, True)])
+                doc.issues.append(Issue(name, line, loc, "keys must be strings", key, True))
+                continue
             if key in out:
-                raise SpecError([Issue(name, line, (*loc, key), "duplicate key")])
-            lines[(*loc, key)] = line
-            out[key] = _construct(loader, value_node, (*loc, key), lines, name)
+                first = doc.lines[(*loc, key)]
+                doc.issues.append(Issue(name, line, (*loc, key),
+                                        f"duplicate key (first given on line {first})"))
+                continue
+            doc.lines[(*loc, key)] = line
+            out[key] = _construct(loader, value_node, (*loc, key), doc, name)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for index, item in enumerate(node.value):
-            lines[(*loc, index)] = item.start_mark.line + 1
-            items.append(_construct(loader, item, (*loc, index), lines, name))
+            doc.lines[(*loc, index)] = item.start_mark.line + 1
+            items.append(_construct(loader, item, (*loc, index), doc, name))
         return items
     return loader.construct_object(node, deep=True)
 
@@ -213,32 +276,40 @@ def parse_spec(family: Family, doc: Document, display: str) -> Spec:
     """Validate a parsed document against a family's union.
 
     Raises:
-        SpecError: every problem in the document, one issue each.
+        SpecError: every problem in the document (including ``doc.issues``), one issue each.
     """
+
+    def fail(*issues: Issue) -> SpecError:
+        return SpecError([*doc.issues, *issues])
+
     data = doc.data
     if data is None:
-        raise SpecError([Issue(display, None, (), f"empty file; expected {article(family.noun)} spec")])
+        raise fail(Issue(display, None, (), f"empty file; expected {article(family.noun)} spec"))
     if not isinstance(data, Mapping):
-        raise SpecError([Issue(display, doc.line(()), (),
-                               f"expected a mapping of fields, got a {_yaml_type(data)}")])
+        raise fail(Issue(display, doc.line(()), (),
+                         f"expected a mapping of fields, got a {_yaml_type(data)}"))
     members = family.members
     kinds = sorted(members)
     if "kind" not in data:
-        raise SpecError([Issue(display, doc.line(()), ("kind",),
-                               f"field required; allowed: {', '.join(kinds)}")])
+        raise fail(Issue(display, doc.line(()), ("kind",),
+                         f"field required; allowed: {', '.join(kinds)}"))
     kind = data["kind"]
-    if not isinstance(kind, str) or kind not in members:
-        message = f"unknown {family.noun} kind {format_value(kind)}{choices(str(kind), kinds)}"
-        raise SpecError([Issue(display, doc.line(("kind",)), ("kind",), message)])
+    if not isinstance(kind, str):
+        raise fail(Issue(display, doc.line(("kind",)), ("kind",),
+                         f"expected the name of {article(family.noun)} kind; allowed: "
+                         f"{', '.join(kinds)}", kind, True))
+    if kind not in members:
+        message = f"unknown {family.noun} kind {format_value(kind)}{choices(kind, kinds)}"
+        raise fail(Issue(display, doc.line(("kind",)), ("kind",), message))
     cls = members[kind]
     try:
         spec = cls.model_validate(dict(data))
     except ValidationError as exc:
-        raise SpecError(issues_from_validation(exc, cls, doc, display)) from None
-    problems = spec.check()
-    if problems:
-        raise SpecError([Issue(display, doc.line(loc), loc, message, value, True)
-                         for loc, message, value in problems])
+        raise fail(*issues_from_validation(exc, cls, doc, display)) from None
+    problems = [Issue(display, doc.line(loc), loc, message, value, _worth_showing(value, message))
+                for loc, message, value in spec.check()]
+    if doc.issues or problems:
+        raise fail(*problems)
     return spec
 
 
@@ -269,7 +340,9 @@ def issues_from_validation(exc: ValidationError, cls: type[BaseModel], doc: Docu
             message = f"unknown field '{name}'" + (choices(name, fields) if fields else "")
             issues.append(Issue(display, line, loc, message))
         elif kind == "missing":
-            issues.append(Issue(display, line, loc, "field required"))
+            expected = _expected_literals(cls, loc[len(prefix):])
+            allowed = f"; allowed: {', '.join(expected)}" if expected else ""
+            issues.append(Issue(display, line, loc, f"field required{allowed}"))
         elif kind in {"literal_error", "enum"}:
             expected = _expected_literals(cls, loc[len(prefix):])
             if expected:
@@ -278,12 +351,45 @@ def issues_from_validation(exc: ValidationError, cls: type[BaseModel], doc: Docu
                 message = _lower_first(error["msg"])
             issues.append(Issue(display, line, loc, message, value, True))
         else:
-            message = _lower_first(error["msg"])
-            if message.startswith("value error, "):
-                message = message[len("value error, "):]
+            message = _message(error, cls, loc[len(prefix):])
             issues.append(Issue(display, line, loc, message, value,
-                                not isinstance(value, Mapping)))
+                                _worth_showing(value, message)))
     return issues
+
+
+def _message(error: Any, cls: type[BaseModel], loc: Loc) -> str:
+    """Pydantic's message for one error, in the words of a YAML user."""
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "too_short":
+        noun = "mapping" if ctx.get("field_type") == "Dictionary" else "list"
+        count = ctx.get("min_length", 1)
+        return f"{noun} should have at least {count} item{'s' if count != 1 else ''}"
+    if kind == "int_from_float":
+        return "input should be a valid integer"
+    if kind == "dict_type":
+        return "input should be a mapping"
+    if kind == "string_pattern_mismatch":
+        description = _description(cls, loc)
+        if description:
+            return f"invalid format, expected {_lower_first(description)}"
+    message = _lower_first(error["msg"])
+    return message.removeprefix("value error, ")
+
+
+def _worth_showing(value: Any, message: str) -> bool:
+    """Whether ``(got value)`` adds to ``message``: not for mappings, nor if already quoted."""
+    if isinstance(value, Mapping):
+        return False
+    return not (isinstance(value, str) and format_value(value) in message)
+
+
+def _description(cls: type[BaseModel], loc: Loc) -> str | None:
+    model = _model_at(cls, loc[:-1])
+    if model is None or not loc or isinstance(loc[-1], int):
+        return None
+    info = model.model_fields.get(str(loc[-1]))
+    return info.description if info else None
 
 
 def _lower_first(text: str) -> str:

@@ -12,12 +12,12 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
+from pydantic import Field, field_validator
 
 from obsbench.instruments import InstrumentSpec
 from obsbench.optimizers import OptimizerSpec
 from obsbench.problems import ProblemSpec
-from obsbench.spec import Loc, Spec
+from obsbench.spec import Loc, NonNegativeInt, PositiveInt, Spec
 
 if TYPE_CHECKING:
     from obsbench.catalog import Catalog

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
-from obsbench.spec import Spec
+from obsbench.spec import PositiveInt, Spec
 
 if TYPE_CHECKING:
     from torch import Tensor, nn

@@ -13,14 +13,21 @@ import inspect
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, field_validator
+from pydantic import Field, field_validator
 
-from obsbench.spec import Loc, Spec, choices, suggest
+from obsbench.spec import (
+    Loc,
+    NonNegativeFloat,
+    PositiveFloat,
+    Probability,
+    Spec,
+    choices,
+    suggest,
+)
 
 if TYPE_CHECKING:
     import torch
 
-Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class OptimizerSpecBase(Spec):
@@ -77,7 +84,7 @@ class NAG(OptimizerSpecBase):
 
     kind: Literal["nag"]
     lr: PositiveFloat = 1e-2
-    momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.99
+    momentum: Annotated[Probability, Field(gt=0.0)] = 0.99
     weight_decay: NonNegativeFloat = 0.0
 
     def build(self, params: Iterable[Any]) -> torch.optim.Optimizer:

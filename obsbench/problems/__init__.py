@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
-from obsbench.spec import Spec
+from obsbench.spec import NonNegativeFloat, PositiveInt, Spec
 
 if TYPE_CHECKING:
     from obsbench.problems.base import Problem
@@ -65,7 +65,7 @@ class MNIST1D(ProblemSpecBase):
     kind: Literal["mnist1d"]
     model: Literal["logreg", "mlp", "cnn", "gru"]
     num_epochs: PositiveInt = 50
-    l2_reg: float = Field(0.0, ge=0.0, description="DeepOBS-style L2 factor on weights.")
+    l2_reg: NonNegativeFloat = Field(0.0, description="DeepOBS-style L2 factor on weights.")
 
     def build(self, tiny: bool = False) -> Problem:
         from obsbench.problems import mnist1d
