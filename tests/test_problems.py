@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,11 +122,27 @@ def test_mnist1d_splits_are_deterministic_and_disjoint() -> None:
 
 
 def test_mnist1d_generation_leaves_global_numpy_state_alone() -> None:
-    mnist1d_module.dataset.cache_clear()
     np.random.seed(7)
     expected = np.random.RandomState(7).rand()
-    mnist1d_module.dataset()
+    mnist1d_module.generate()
     assert np.random.rand() == expected
+
+
+def test_mnist1d_disk_cache_gives_the_generated_bits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(mnist1d_module.CACHE_ENV, str(tmp_path))
+    fresh = mnist1d_module.generate()
+    for _ in range(2):  # the first call writes the cache, the second reads it
+        mnist1d_module.dataset.cache_clear()
+        cached = mnist1d_module.dataset()
+        assert [p.suffix for p in tmp_path.iterdir()] == [".npz"]
+        for key in mnist1d_module.KEYS:
+            assert np.array_equal(cached[key], fresh[key])
+            assert cached[key].dtype == fresh[key].dtype
+    next(tmp_path.iterdir()).write_bytes(b"truncated")  # a corrupt cache is regenerated
+    mnist1d_module.dataset.cache_clear()
+    assert np.array_equal(mnist1d_module.dataset()["x"], fresh["x"])
+    mnist1d_module.dataset.cache_clear()
 
 
 def test_deepobs_default_batch_size_and_epochs(catalog: Catalog) -> None:

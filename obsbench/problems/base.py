@@ -18,26 +18,38 @@ SPLITS = ("train_eval", "valid", "test")
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs and targets of one split (targets are zeros where a problem has none)."""
+    """Inputs and targets of one split; ``y`` is None where the problem has no targets."""
 
     x: Tensor
-    y: Tensor
+    y: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def to(self, device: torch.device) -> Split:
-        return Split(self.x.to(device), self.y.to(device))
+        return Split(self.x.to(device), None if self.y is None else self.y.to(device))
+
+    def batch(self, index: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Inputs and targets at ``index`` (``index_select`` gathers faster than ``x[index]``)."""
+        y = None if self.y is None else self.y.index_select(0, index)
+        return self.x.index_select(0, index), y
+
+    def slice(self, start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+        return self.x[start:stop], None if self.y is None else self.y[start:stop]
 
 
-def identity_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+Loss = Callable[[Tensor, Tensor | None], Tensor]
+"""``(outputs, targets) -> per-example losses`` of shape ``(batch,)``."""
+
+
+def identity_loss(outputs: Tensor, targets: Tensor | None) -> Tensor:
     """Per-example loss of problems whose model already returns per-example losses."""
-    del targets
     return outputs
 
 
-def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
+def cross_entropy(outputs: Tensor, targets: Tensor | None) -> Tensor:
     """Per-example softmax cross-entropy."""
+    assert targets is not None
     return nn.functional.cross_entropy(outputs, targets, reduction="none")
 
 
@@ -63,7 +75,7 @@ class Problem:
     splits: dict[str, Split]
     batch_size: int
     num_epochs: int
-    per_example_loss: Callable[[Tensor, Tensor], Tensor] = identity_loss
+    per_example_loss: Loss = identity_loss
     classification: bool = False
     l2_reg: float = 0.0
     _weights: list[Tensor] = field(default_factory=list, init=False, repr=False)

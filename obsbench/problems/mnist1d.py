@@ -6,7 +6,7 @@ length 40, seed 42; 4,000 train and 1,000 test), generated offline and determini
 DeepOBS 1.2, a validation set is carved out of the training set and "train" metrics are
 measured on a train-eval subset of the same size; unlike DeepOBS 1.2, the split uses a fixed
 seed (0), so every run seed sees the same validation set. Validation never overlaps test:
-they come from disjoint parts of the generated data.
+they come from disjoint parts of the generated data. The generated data is cached on disk.
 
 Models, as in ``notebooks/models.py`` of github.com/greydanus/mnist1d:
 
@@ -24,7 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import io
+import os
+import tempfile
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,9 +42,48 @@ VALID_SIZE = 500
 TINY = {"train": 256, "valid": 64, "test": 128}
 
 
+KEYS = ("x", "y", "x_test", "y_test")
+CACHE_ENV = "OBSBENCH_CACHE"
+
+
+def cache_dir() -> Path:
+    """``$OBSBENCH_CACHE``, else ``$XDG_CACHE_HOME/obsbench``, else ``~/.cache/obsbench``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "obsbench"
+
+
 @functools.cache
 def dataset() -> dict[str, np.ndarray]:
-    """The default MNIST-1D data set (cached per process; about 1 s to generate)."""
+    """The default MNIST-1D data set.
+
+    Generating it takes a few seconds, so it is cached in memory per process and on disk
+    (:func:`cache_dir`), keyed by the mnist1d version, which fixes the default arguments (the
+    package is not even imported on a cache hit: it pulls in scipy and matplotlib); a cache
+    file that cannot be read is regenerated.
+    """
+    version = importlib.metadata.version("mnist1d")
+    path = cache_dir() / f"mnist1d-{version}-default.npz"
+    try:
+        with np.load(path) as cached:
+            return {k: cached[k] for k in KEYS}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        pass
+    data = generate()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".mnist1d-", suffix=".npz", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **data)
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache only costs time
+        pass
+    return data
+
+
+def generate() -> dict[str, np.ndarray]:
+    """Generate the data with the mnist1d package's default arguments (seed 42)."""
     from mnist1d.data import get_dataset_args, make_dataset
 
     # make_dataset reseeds numpy's global generator and may print: keep both to itself.
@@ -49,7 +93,7 @@ def dataset() -> dict[str, np.ndarray]:
             data = make_dataset(get_dataset_args())
     finally:
         np.random.set_state(state)
-    return {key: data[key] for key in ("x", "y", "x_test", "y_test")}
+    return {key: data[key] for key in KEYS}
 
 
 class LogReg(nn.Module):

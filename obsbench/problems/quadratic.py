@@ -80,14 +80,13 @@ class NoisyQuadratic(nn.Module):
 def build(batch_size: int, num_epochs: int, tiny: bool) -> Problem:
     """quadratic_deep; ``tiny`` keeps the test set but trains on 256 points."""
     train = noise_data(42, 256 if tiny else SIZE)
-    zeros = torch.zeros(SIZE)
     return Problem(
         model=NoisyQuadratic(deep_spectrum_hessian()),
-        train=Split(train, torch.zeros(len(train))),
+        train=Split(train),
         splits={
-            "train_eval": Split(train, torch.zeros(len(train))),
-            "valid": Split(noise_data(44), zeros),
-            "test": Split(noise_data(43), zeros),
+            "train_eval": Split(train),
+            "valid": Split(noise_data(44)),
+            "test": Split(noise_data(43)),
         },
         batch_size=batch_size,
         num_epochs=num_epochs,

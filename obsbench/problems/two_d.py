@@ -75,15 +75,14 @@ def build(function: str, batch_size: int, num_epochs: int, tiny: bool) -> Proble
     """A two_d problem; ``tiny`` trains and evaluates on the first 256 points of each split."""
     size = 256 if tiny else SIZE
     train = noise_data(42)[:size]
-    zeros = torch.zeros(size)
     f, start = FUNCTIONS[function]
     return Problem(
         model=NoisyFunction(f, start),
-        train=Split(train, zeros),
+        train=Split(train),
         splits={
-            "train_eval": Split(train, zeros),
-            "valid": Split(noise_data(44)[:size], zeros),
-            "test": Split(torch.zeros(size, 2), zeros),
+            "train_eval": Split(train),
+            "valid": Split(noise_data(44)[:size]),
+            "test": Split(torch.zeros(size, 2)),
         },
         batch_size=batch_size,
         num_epochs=num_epochs,
