@@ -17,7 +17,7 @@ Two measurements, printed side by side in one run:
 
 This is a benchmark, not a test: it prints PASS/MISS per target and always exits 0.
 
-    .venv/bin/python benchmarks/runner_overhead.py            # full (~1.5 min on 2 cores)
+    .venv/bin/python benchmarks/runner_overhead.py            # full (about 3 min on 2 cores)
     .venv/bin/python benchmarks/runner_overhead.py --quick    # smoke test (~30 s)
 """
 

@@ -75,7 +75,7 @@ def dataset() -> dict[str, np.ndarray]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".mnist1d-", suffix=".npz", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **data)
+            np.savez(handle, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"])
         os.replace(tmp, path)
     except OSError:  # a read-only cache only costs time
         pass
