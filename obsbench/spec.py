@@ -31,11 +31,12 @@ def _not_bool(value: Any) -> Any:
 
 
 _Number = BeforeValidator(_not_bool)
-PositiveFloat = Annotated[float, _Number, Field(gt=0)]
-NonNegativeFloat = Annotated[float, _Number, Field(ge=0)]
-Probability = Annotated[float, _Number, Field(ge=0, lt=1)]
-PositiveInt = Annotated[int, _Number, Field(gt=0)]
-NonNegativeInt = Annotated[int, _Number, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0), _Number]
+NonNegativeFloat = Annotated[float, Field(ge=0), _Number]
+Probability = Annotated[float, Field(ge=0, lt=1), _Number]
+OpenProbability = Annotated[float, Field(gt=0, lt=1), _Number]
+PositiveInt = Annotated[int, Field(gt=0), _Number]
+NonNegativeInt = Annotated[int, Field(ge=0), _Number]
 """Numeric field types for specs: booleans, infinities and NaN are rejected."""
 
 

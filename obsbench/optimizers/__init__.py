@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 from obsbench.spec import (
     Loc,
     NonNegativeFloat,
+    OpenProbability,
     PositiveFloat,
     Probability,
     Spec,
@@ -84,7 +85,7 @@ class NAG(OptimizerSpecBase):
 
     kind: Literal["nag"]
     lr: PositiveFloat = 1e-2
-    momentum: Annotated[Probability, Field(gt=0.0)] = 0.99
+    momentum: OpenProbability = 0.99
     weight_decay: NonNegativeFloat = 0.0
 
     def build(self, params: Iterable[Any]) -> torch.optim.Optimizer:
