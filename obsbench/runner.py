@@ -118,13 +118,27 @@ def _train(spec: RunSpec, device: torch.device, record: RunRecord) -> None:
     record.curves = curves
     timings.setup_s = time.perf_counter() - start
 
+    # Schedule-free optimizers average their iterates: they evaluate at another point.
+    train_mode, eval_mode = getattr(optimizer, "train", None), getattr(optimizer, "eval", None)
+    schedule = spec.optimizer.schedule
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    def set_lr(t: int, total: int) -> None:
+        factor = schedule.factor(t, total)
+        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = base * factor
+
     def log_evaluation() -> None:
         tick = time.perf_counter()
+        if callable(eval_mode):
+            eval_mode()
         model.eval()
         for name in SPLITS:
             for metric, value in evaluate(problem, problem.splits[name]).items():
                 curves[SPLIT_NAMES[name]].setdefault(metric, []).append(value)
         model.train()
+        if callable(train_mode):
+            train_mode()
         # Evaluation evicts the training data from the CPU caches; reading it once more here
         # bills that to evaluation, so step times do not depend on how often we evaluate.
         float(problem.train.x.sum())
@@ -135,11 +149,17 @@ def _train(spec: RunSpec, device: torch.device, record: RunRecord) -> None:
     size = problem.batch_size
     steps_per_epoch = len(train) // size
     losses = record.minibatch_losses
+    per_step = schedule.unit == "step"
+    total_steps = steps_per_epoch * problem.num_epochs
     step = 0
-    for _epoch in range(problem.num_epochs):
+    for epoch in range(problem.num_epochs):
         order = torch.randperm(len(train), generator=batch_order).to(device)
+        if not per_step:
+            set_lr(epoch, problem.num_epochs)
         tick = time.perf_counter()
         for b in range(steps_per_epoch):
+            if per_step:
+                set_lr(step, total_steps)
             x, y = train.batch(order[b * size:(b + 1) * size])
             optimizer.zero_grad(set_to_none=True)
             loss = problem.per_example_loss(model(x), y).mean()

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
+from obsbench.optimizers.schedules import Constant, ScheduleSpec
+from obsbench.space import SearchSpace
 from obsbench.spec import (
     Loc,
     NonNegativeFloat,
@@ -32,17 +34,32 @@ if TYPE_CHECKING:
 
 
 class OptimizerSpecBase(Spec):
-    """Every optimizer spec lists its hyperparameters as fields (``kind`` aside)."""
+    """Every optimizer spec lists its hyperparameters as fields, and where to tune them.
+
+    ``search_space`` gives a dimension per tunable hyperparameter (see
+    :mod:`obsbench.space`); a tuning spec samples it. Its default is the optimizer's
+    published search space where one exists.
+    """
 
     lr: PositiveFloat
+    schedule: ScheduleSpec = Field(default_factory=lambda: Constant(kind="constant"),
+                                   description="Learning-rate schedule (default: constant).")
+    search_space: SearchSpace = Field(default_factory=dict,
+                                      description="Hyperparameter -> dimension to tune over.")
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The tunable hyperparameters and their values."""
-        return self.model_dump(exclude={"kind"})
+        """The hyperparameters and their values (schedule and search space aside)."""
+        return self.model_dump(exclude={"kind", "search_space", "schedule"})
 
     def with_hyperparameters(self, values: dict[str, Any]) -> OptimizerSpecBase:
         """A copy with ``values`` replacing hyperparameters, validated again."""
-        return type(self).model_validate({**self.model_dump(), **values})
+        return type(self).model_validate({**self.model_dump(by_alias=True), **values})
+
+    def check(self) -> list[tuple[Loc, str, Any]]:
+        known = self.hyperparameters()
+        return [(("search_space", name), f"'{name}' is not a hyperparameter of this optimizer"
+                 f"{choices(name, sorted(known))}", name)
+                for name in self.search_space if name not in known]
 
     def build(self, params: Iterable[Any]) -> torch.optim.Optimizer:
         raise NotImplementedError
@@ -247,8 +264,8 @@ class Import(OptimizerSpecBase):
     def with_hyperparameters(self, values: dict[str, Any]) -> OptimizerSpecBase:
         values = dict(values)
         lr = values.pop("lr", self.lr)
-        return type(self).model_validate({"kind": "import", "target": self.target, "lr": lr,
-                                          "kwargs": {**self.kwargs, **values}})
+        return type(self).model_validate({
+            **self.model_dump(by_alias=True), "lr": lr, "kwargs": {**self.kwargs, **values}})
 
     def check(self) -> list[tuple[Loc, str, Any]]:
         cls = resolve_target(self.target)
