@@ -29,7 +29,7 @@ from obsbench.spec import (
     read_yaml,
 )
 from obsbench.suite import Benchmark, SuiteSpec
-from obsbench.tuning import TuningSpec
+from obsbench.tuning import TuningBase, TuningSpec
 
 FAMILIES: dict[str, Family] = {
     f.dirname: f
@@ -42,6 +42,7 @@ FAMILIES: dict[str, Family] = {
     )
 }
 SUFFIXES = (".yaml", ".yml")
+MAX_TRIALS = 10_000
 
 
 @dataclass
@@ -159,12 +160,14 @@ def _cross_check(catalog: Catalog) -> list[Issue]:
 def _check_trials(catalog: Catalog, entry: Entry, suite: Benchmark) -> list[Issue]:
     """Every trial of the suite's tuning must be a valid setting of every optimizer."""
     tuning = catalog.get("tuning", suite.tuning)
+    assert isinstance(tuning, TuningBase)
     issues = []
     for index, optimizer_id in enumerate(suite.optimizers):
         optimizer = catalog.get("optimizers", optimizer_id)
         loc = ("optimizers", index)
+        space = tuning.effective_space(optimizer.search_space)  # type: ignore[attr-defined]
         if not isinstance(optimizer, Import):
-            unknown = [n for n in tuning.names() if n not in optimizer.hyperparameters()]  # type: ignore[attr-defined]
+            unknown = [n for n in space if n not in optimizer.hyperparameters()]  # type: ignore[attr-defined]
             if unknown:
                 allowed = ", ".join(optimizer.hyperparameters())  # type: ignore[attr-defined]
                 issues.append(Issue(
@@ -174,7 +177,14 @@ def _check_trials(catalog: Catalog, entry: Entry, suite: Benchmark) -> list[Issu
                 continue
         invalid = (f"tuning '{suite.tuning}' gives optimizer '{optimizer_id}' an invalid "
                    "setting")
-        for trial in tuning.trials():  # type: ignore[attr-defined]
+        settings = tuning.trials(space)
+        if len(settings) > MAX_TRIALS:
+            issues.append(Issue(
+                entry.display, entry.doc.line(loc), loc,
+                f"tuning '{suite.tuning}' gives optimizer '{optimizer_id}' {len(settings)} "
+                f"trials (more than {MAX_TRIALS}); lower the grid's points or use random"))
+            continue
+        for trial in settings:
             try:
                 tuned = optimizer.with_hyperparameters(trial)  # type: ignore[attr-defined]
             except ValidationError as exc:

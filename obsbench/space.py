@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from obsbench.spec import PositiveFloat, Spec
 
@@ -100,10 +100,19 @@ class IntUniform(DimensionBase):
 
 
 class Choice(DimensionBase):
-    """One of the listed values, each equally likely; a grid takes them all."""
+    """One of the listed values, each equally likely; a grid takes them all. A plain YAML
+    list is shorthand for it: ``lr: [0.1, 0.01]``."""
 
     kind: Literal["choice"]
     values: list[Any] = Field(min_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _distinct(cls, values: list[Any]) -> list[Any]:
+        repeated = sorted({repr(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"values repeat: {', '.join(repeated)}")
+        return values
 
     def at(self, u: float) -> Any:
         return self.values[min(len(self.values) - 1, math.floor(u * len(self.values)))]
@@ -125,7 +134,16 @@ class Fixed(DimensionBase):
         return [self.value]
 
 
+def _list_is_choice(value: Any) -> Any:
+    if isinstance(value, list):
+        return {"kind": "choice", "values": value}
+    if not isinstance(value, dict):
+        raise ValueError("expected a list of values or a dimension such as "
+                         "{kind: log_uniform, low: 1.0e-4, high: 1.0}")
+    return value
+
+
 Dimension = Annotated[LogUniform | Uniform | IntUniform | Choice | Fixed,
-                      Field(discriminator="kind")]
+                      Field(discriminator="kind"), BeforeValidator(_list_is_choice)]
 SearchSpace = dict[str, Dimension]
 """Hyperparameter name -> dimension."""

@@ -11,6 +11,7 @@ problem in the file at once, one line each::
 from __future__ import annotations
 
 import difflib
+import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -331,28 +332,29 @@ def issues_from_validation(exc: ValidationError, cls: type[BaseModel], doc: Docu
     """Translate pydantic errors into one-line issues with lines and suggestions."""
     issues: list[Issue] = []
     for error in exc.errors(include_url=False):
-        loc: Loc = (*prefix, *error["loc"])
+        raw: Loc = tuple(error["loc"])  # may hold union tags, e.g. ('space', 'lr', 'choice')
+        loc: Loc = (*prefix, *_walk(cls, raw)[0])
         kind = error["type"]
         value = error.get("input")
         line = doc.line(loc)
         if kind == "extra_forbidden":
             name = str(loc[-1])
-            fields = _fields_at(cls, loc[len(prefix):-1])
+            fields = _fields_at(cls, raw[:-1])
             message = f"unknown field '{name}'" + (choices(name, fields) if fields else "")
             issues.append(Issue(display, line, loc, message))
         elif kind == "missing":
-            expected = _expected_literals(cls, loc[len(prefix):])
+            expected = _expected_literals(cls, raw)
             allowed = f"; allowed: {', '.join(expected)}" if expected else ""
             issues.append(Issue(display, line, loc, f"field required{allowed}"))
         elif kind in {"literal_error", "enum"}:
-            expected = _expected_literals(cls, loc[len(prefix):])
+            expected = _expected_literals(cls, raw)
             if expected:
                 message = f"invalid value{choices(str(value), expected)}"
             else:
                 message = _lower_first(error["msg"])
             issues.append(Issue(display, line, loc, message, value, True))
         else:
-            message = _message(error, cls, loc[len(prefix):])
+            message = _message(error, cls, raw)
             issues.append(Issue(display, line, loc, message, value,
                                 _worth_showing(value, message)))
     return issues
@@ -368,7 +370,7 @@ def _message(error: Any, cls: type[BaseModel], loc: Loc) -> str:
         return f"{noun} should have at least {count} item{'s' if count != 1 else ''}"
     if kind == "int_from_float":
         return "input should be a valid integer"
-    if kind == "dict_type":
+    if kind in {"dict_type", "model_attributes_type"}:
         return "input should be a mapping"
     if kind == "string_pattern_mismatch":
         description = _description(cls, loc)
@@ -397,29 +399,72 @@ def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
 
 
-def _model_at(cls: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
-    """The nested model class that owns the fields at ``loc`` (None if unknown)."""
+def _walk(cls: type[BaseModel], loc: Loc) -> tuple[Loc, Any]:
+    """Follow pydantic's ``loc`` through the type of ``cls``.
+
+    Returns the loc as the user sees it (without the tags pydantic inserts for discriminated
+    unions) and the annotation at its end (None where the path leaves the known types).
+    """
+    shown: list[str | int] = []
     current: Any = cls
     for part in loc:
-        if isinstance(part, int):
+        current = _unwrap(current)
+        members = _tagged_members(current)
+        if isinstance(part, str) and part in members:
+            current = members[part]  # a union tag: not part of the user's path
             continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        info = current.model_fields.get(part)
-        if info is None:
-            return None
-        current = _innermost_model(info.annotation)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+        shown.append(part)
+        current = _step(current, part)
+    return tuple(shown), current
 
 
-def _innermost_model(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+def _unwrap(annotation: Any) -> Any:
+    """Strip ``Annotated`` and ``| None``."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+            continue
+        args = get_args(annotation)
+        if _is_union(annotation) and type(None) in args and len(args) == 2:
+            annotation = next(a for a in args if a is not type(None))
+            continue
         return annotation
+
+
+def _is_union(annotation: Any) -> bool:
+    return get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _tagged_members(annotation: Any) -> dict[str, Any]:
+    """``kind`` value -> member, for a union of spec models (else empty)."""
+    if not _is_union(annotation):
+        return {}
+    members: dict[str, Any] = {}
     for arg in get_args(annotation):
-        found = _innermost_model(arg)
-        if found is not None:
-            return found
+        if isinstance(arg, type) and issubclass(arg, BaseModel) and "kind" in arg.model_fields:
+            for value in get_args(arg.model_fields["kind"].annotation):
+                members[value] = arg
+    return members
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    if annotation is None:
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        info = annotation.model_fields.get(part) if isinstance(part, str) else None
+        return info.annotation if info else None
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (list, set, frozenset, tuple) and isinstance(part, int) and args:
+        return args[0]
+    if origin is dict and len(args) == 2:
+        return args[1]
     return None
+
+
+def _model_at(cls: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The model class that owns the fields at ``loc`` (None if unknown or ambiguous)."""
+    current = _unwrap(_walk(cls, loc)[1])
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
 def _fields_at(cls: type[BaseModel], loc: Loc) -> list[str]:

@@ -6,7 +6,7 @@ imports the implementation module on demand, so validating specs stays fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -22,6 +22,7 @@ TINY_EPOCHS = 2
 class ProblemSpecBase(Spec):
     """Fields shared by every problem: DeepOBS's defaults where DeepOBS has them."""
 
+    classification: ClassVar[bool] = False
     batch_size: PositiveInt = Field(128, description="Training and evaluation batch size.")
     num_epochs: PositiveInt = Field(100, description="Number of training epochs.")
 
@@ -62,6 +63,7 @@ class TwoD(ProblemSpecBase):
 class MNIST1D(ProblemSpecBase):
     """MNIST-1D classification with the reference models."""
 
+    classification: ClassVar[bool] = True
     kind: Literal["mnist1d"]
     model: Literal["logreg", "mlp", "cnn", "gru"]
     num_epochs: PositiveInt = 50
