@@ -121,7 +121,8 @@ def _train(spec: RunSpec, device: torch.device, record: RunRecord) -> None:
     # Schedule-free optimizers average their iterates: they evaluate at another point.
     train_mode, eval_mode = getattr(optimizer, "train", None), getattr(optimizer, "eval", None)
     schedule = spec.optimizer.schedule
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    scheduled = schedule.kind != "constant"  # leave optimizers that set their own lr alone
+    base_lrs = [group["lr"] for group in optimizer.param_groups] if scheduled else []
 
     def set_lr(t: int, total: int) -> None:
         factor = schedule.factor(t, total)
@@ -149,12 +150,12 @@ def _train(spec: RunSpec, device: torch.device, record: RunRecord) -> None:
     size = problem.batch_size
     steps_per_epoch = len(train) // size
     losses = record.minibatch_losses
-    per_step = schedule.unit == "step"
+    per_step = scheduled and schedule.unit == "step"
     total_steps = steps_per_epoch * problem.num_epochs
     step = 0
     for epoch in range(problem.num_epochs):
         order = torch.randperm(len(train), generator=batch_order).to(device)
-        if not per_step:
+        if scheduled and not per_step:
             set_lr(epoch, problem.num_epochs)
         tick = time.perf_counter()
         for b in range(steps_per_epoch):

@@ -342,6 +342,11 @@ def issues_from_validation(exc: ValidationError, cls: type[BaseModel], doc: Docu
             fields = _fields_at(cls, raw[:-1])
             message = f"unknown field '{name}'" + (choices(name, fields) if fields else "")
             issues.append(Issue(display, line, loc, message))
+        elif kind == "union_tag_invalid":
+            tag = str((error.get("ctx") or {}).get("tag", value))
+            expected = sorted(_tagged_members(_unwrap(_walk(cls, raw)[1])))
+            message = f"unknown kind '{tag}'" + (choices(tag, expected) if expected else "")
+            issues.append(Issue(display, doc.line((*loc, "kind")), loc, message))
         elif kind == "missing":
             expected = _expected_literals(cls, raw)
             allowed = f"; allowed: {', '.join(expected)}" if expected else ""

@@ -75,7 +75,8 @@ def test_failed_runs_do_not_stop_the_sweep_and_are_retried(
         **SMALL,
         "optimizers/broken": ("kind: import\ntarget: tests.user_optimizers.Broken\n"
                               "kwargs: {fail_at: 2}\n"),
-        "suites/mixed": "kind: benchmark\nproblems: [quad]\noptimizers: [broken, adam]\nseeds: [1]\n",
+        "suites/mixed": ("kind: benchmark\nproblems: [quad]\noptimizers: [broken, adam]\n"
+                         "seeds: [1]\n"),
     })
     results = tmp_path / "results"
     args = ["run", "mixed", "--specs", str(root), "--results", str(results), "--tiny"]
