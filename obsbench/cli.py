@@ -76,12 +76,36 @@ def _parser() -> argparse.ArgumentParser:
                    help="which table (default: runs)")
     p.add_argument("--out", type=Path, metavar="FILE",
                    help="output file, .parquet or .csv (default: DIR/<table>.parquet)")
+
+    p = commands.add_parser("import", help="import published results (DeepOBS, Crowded Valley)",
+                            description="Import published optimizer-benchmark runs into "
+                            "obsbench's tables (runs.parquet, curves.parquet: the schema of "
+                            "`obsbench table`), so that they are compared with obsbench's own "
+                            "runs by the same code: obsbench import FORMAT PATH [--out DIR].")
+    formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT",
+                               parser_class=_Parser)
+    f = formats.add_parser("deepobs", help="DeepOBS 1.1 baselines, DeepOBS 1.2 and Crowded "
+                           "Valley run files",
+                           description="Import every DeepOBS run file (random_seed__*.json) "
+                           "under PATH: DeepOBS 1.1 (the published baselines) and DeepOBS 1.2 "
+                           "(including the Crowded Valley results, whose budget and schedule "
+                           "folders are recorded). Writes DIR/runs.parquet and "
+                           "DIR/curves.parquet; a file that cannot be read is skipped and "
+                           "reported. Re-importing gives the same run ids.")
+    f.add_argument("path", type=Path, metavar="PATH", help="folder holding the run files, at "
+                   "any depth")
+    f.add_argument("--out", type=Path, metavar="DIR",
+                   help="output folder (default: results/imported/<name of PATH>)")
+    f.add_argument("--minibatch", action="store_true",
+                   help="also write DIR/minibatch.parquet (run_id, index, value): the logged "
+                   "minibatch training losses, each once")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"validate": _validate, "schema": _schema, "run": _run, "table": _table}
+    handler = {"validate": _validate, "schema": _schema, "run": _run, "table": _table,
+               "import": _import}
     try:
         return handler[args.command](args)
     except SpecError as exc:
@@ -152,7 +176,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers: must be at least 1 (got {args.workers})")
     from obsbench.catalog import load_catalog
-    from obsbench.suite import Benchmark, expand
+    from obsbench.results import RecordError, read_records, write_selection
+    from obsbench.suite import Benchmark, expand, select
 
     root, suite_id = _resolve_suite(args.suite, args.specs)
     catalog = load_catalog(root)
@@ -170,9 +195,21 @@ def _run(args: argparse.Namespace) -> int:
     relevant = [i for i in catalog.issues if i.file in involved]
     if relevant:
         raise SpecError(relevant)
-    runs = expand(suite_id, catalog, tiny=args.tiny)
     results = args.results or Path("results") / suite_id
-    return _sweep(runs, results, _workers(args.workers), suite_id)
+    workers = _workers(args.workers)
+    code = _sweep(expand(suite_id, catalog, tiny=args.tiny), results, workers, suite_id)
+    if code == 130:
+        return code
+    # second phase: choose each problem and optimizer's best trial, then re-run it
+    try:
+        choices, reruns = select(suite_id, catalog, read_records(results), tiny=args.tiny)
+    except RecordError as exc:
+        raise UserError(str(exc)) from None
+    write_selection(results, choices)
+    if reruns:
+        rerun_code = _sweep(reruns, results, workers, f"{suite_id} re-runs")
+        code = rerun_code if rerun_code else code
+    return code
 
 
 def _workers(requested: int) -> int:
@@ -234,9 +271,63 @@ def _table(args: argparse.Namespace) -> int:
         records = list(read_records(directory))
     except RecordError as exc:
         raise UserError(str(exc)) from None
-    frame = build_table(args.table, records)
+    frame = build_table(args.table, records, directory)
     write_table(frame, out)
     print(f"wrote {args.table} table ({len(frame)} rows) to {out}")
+    return 0
+
+
+SKIPPED_SHOWN = 5
+"""How many skipped files ``obsbench import`` names, one line each."""
+
+
+def _import(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from obsbench.importers import curves_table, minibatch_table, runs_table
+    from obsbench.importers.deepobs import RUN_FILE, import_deepobs, run_files
+    from obsbench.results import write_table
+
+    root: Path = args.path
+    if not root.exists():
+        raise UserError(f"{root}: no such directory")
+    if not root.is_dir():
+        raise UserError(f"{root}: not a directory; give the folder that holds the run files")
+    files = run_files(root)
+    if not files:
+        raise UserError(f"{root}: no DeepOBS run files ({RUN_FILE}) found")
+    name = root.resolve().name
+    out: Path = args.out or Path("results") / "imported" / name
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} exists and is not a directory")
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    # a bar only on a terminal: in logs the summary line says it all
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task(f"import {name}", total=len(files))
+        result = import_deepobs(root, files=files, suite=name, keep_minibatch=args.minibatch,
+                                on_file=lambda _: progress.advance(task))
+    for error in result.skipped[:SKIPPED_SHOWN]:
+        print(f"obsbench import: skipped {error}", file=sys.stderr)
+    if len(result.skipped) > SKIPPED_SHOWN:
+        print(f"obsbench import: skipped {len(result.skipped) - SKIPPED_SHOWN} more file(s)",
+              file=sys.stderr)
+    if not result.runs:
+        raise UserError(f"{root}: none of the {len(files)} run files could be read")
+    try:
+        write_table(runs_table(result.runs), out / "runs.parquet")
+        write_table(curves_table(result.runs), out / "curves.parquet")
+        if args.minibatch:
+            write_table(minibatch_table(result.runs), out / "minibatch.parquet")
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the tables: {exc.strerror or exc}") from None
+    status = Counter(r.status for r in result.runs)
+    by_status = ", ".join(f"{status[s]} {s}" for s in ("ok", "diverged", "failed") if status[s])
+    inconsistent = sum(not r.consistent for r in result.runs)
+    print(f"{name}: imported {len(result.runs)} runs ({by_status}), {inconsistent} "
+          f"inconsistent, {len(result.skipped)} file(s) skipped as unreadable; tables in {out}/")
     return 0
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from obsbench.suite import RunSpec
+from obsbench.suite import Choice, RunSpec
 
 Status = Literal["ok", "diverged", "failed"]
 SPLIT_NAMES = {"train_eval": "train", "valid": "valid", "test": "test"}
@@ -109,9 +110,31 @@ def read_record(path: Path) -> RunRecord:
         raise RecordError(f"{path}: not a valid run record: {first}") from None
 
 
+RECORD_NAME = re.compile(r"^[0-9a-f]{16}\.json$")
+SELECTION = "selection.json"
+
+
 def record_paths(directory: Path) -> list[Path]:
-    """Record files in ``directory`` (temporary files of interrupted writes excluded)."""
-    return sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
+    """Record files in ``directory``: ``<run_id>.json`` (temporary files are hidden)."""
+    return sorted(p for p in directory.glob("*.json") if RECORD_NAME.match(p.name))
+
+
+def write_selection(directory: Path, choices: Sequence[Choice]) -> Path:
+    """Write the tuning choices of a suite next to its records, atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / SELECTION
+    tmp = directory / f".{SELECTION}.tmp"
+    payload = [c.model_dump(mode="json") for c in choices]
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=True) + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+def read_selection(directory: Path) -> list[Choice]:
+    path = directory / SELECTION
+    if not path.is_file():
+        return []
+    return [Choice.model_validate(c) for c in json.loads(path.read_text())]
 
 
 def read_records(directory: Path) -> Iterator[RunRecord]:
@@ -126,14 +149,82 @@ def has_record(directory: Path, run_id: str) -> bool:
 # ----------------------------------------------------------------------- tables
 
 RUN_COLUMNS = [
-    "run_id", "source", "suite", "problem", "optimizer", "optimizer_kind", "seed", "tiny",
+    "run_id", "source", "suite", "problem", "optimizer", "optimizer_kind", "seed", "trial",
+    "selected", "tiny",
     "status", "diverged_step", "error", "batch_size", "num_epochs", "hyperparameters",
     "final_train_loss", "final_valid_loss", "final_test_loss", "final_train_accuracy",
     "final_valid_accuracy", "final_test_accuracy", "train_s", "eval_s", "steps", "device",
     "obsbench_version", "torch_version", "git_commit",
+    # provenance and checks of imported runs (obsbench.importers); defaults for our own runs
+    "source_path", "budget", "schedule", "l2_reg", "optimizer_raw", "hyperparameters_raw",
+    "consistent", "checked", "note",
 ]
+"""Columns of the ``runs`` table, shared by obsbench's own runs and imported ones.
+
+``source`` is ``obsbench`` or the published format (``deepobs-1.1``, ``deepobs-1.2``);
+``source_path`` the imported file, relative to the imported folder; ``budget`` the Crowded
+Valley tuning budget folder (``oneshot``, ``large_budget``, ...); ``schedule`` the
+learning-rate schedule: obsbench's schedule kind, ``constant`` for published runs without
+one (Crowded Valley's folder ``none``), else Crowded Valley's schedule folder (``cosine``,
+``cosine_wr``) or ``custom`` (a published per-epoch schedule outside Crowded Valley);
+``l2_reg`` the L2 factor (None: the problem's default); ``optimizer_raw`` and
+``hyperparameters_raw`` (JSON) the published optimizer class and hyperparameters before
+mapping to obsbench's names; ``checked`` whether the run's epoch-0 test loss could be
+compared with the deterministic start of its problem, ``consistent`` the outcome (True
+where unchecked); ``note`` what an importer noticed about the run.
+"""
+RUN_DEFAULTS: dict[str, Any] = {"tiny": False, "selected": False, "consistent": True,
+                                "checked": False}
+"""Values of the columns a row leaves out (None for the others)."""
 CURVE_COLUMNS = ["run_id", "epoch", "split", "metric", "value"]
 INSTRUMENT_COLUMNS = ["run_id", "step", "quantity", "layer", "value"]
+MINIBATCH_COLUMNS = ["run_id", "index", "value"]
+"""Logged minibatch training losses of imported runs, in the order they were logged."""
+
+
+def final_value(status: str, values: Sequence[float] | None) -> float | None:
+    """The value after the last epoch; None unless the run finished (status ``ok``)."""
+    return values[-1] if status == "ok" and values else None
+
+
+def runs_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The ``runs`` table from row dicts; absent columns take :data:`RUN_DEFAULTS` or None.
+
+    Raises:
+        ValueError: a row has a key that is not a column.
+    """
+    complete = []
+    for row in rows:
+        unknown = set(row) - set(RUN_COLUMNS)
+        if unknown:
+            raise ValueError(f"not columns of the runs table: {sorted(unknown)}")
+        complete.append({c: row.get(c, RUN_DEFAULTS.get(c)) for c in RUN_COLUMNS})
+    frame = pd.DataFrame(complete, columns=RUN_COLUMNS)
+    frame["diverged_step"] = frame["diverged_step"].astype("Int64")
+    finals = [c for c in RUN_COLUMNS if c.startswith("final_")]
+    for column in ("l2_reg", "train_s", "eval_s", *finals):
+        frame[column] = frame[column].astype("float64")  # all-None columns stay numeric
+    for column in ("consistent", "checked"):
+        frame[column] = frame[column].astype(bool)
+    return frame.sort_values(["suite", "problem", "optimizer", "seed", "run_id"], ignore_index=True)
+
+
+def curves_frame(rows: Iterable[tuple[str, int, str, str, float]] | dict[str, Any]
+                 ) -> pd.DataFrame:
+    """The ``curves`` table from ``(run_id, epoch, split, metric, value)`` tuples, or from a
+    dict of those columns (faster for many rows)."""
+    frame = pd.DataFrame(rows if isinstance(rows, dict) else list(rows), columns=CURVE_COLUMNS)
+    frame["epoch"] = frame["epoch"].astype("int64")
+    frame["value"] = frame["value"].astype("float64")
+    return frame.sort_values(["run_id", "split", "metric", "epoch"], ignore_index=True)
+
+
+def minibatch_frame(rows: Iterable[tuple[str, int, float]]) -> pd.DataFrame:
+    """The ``minibatch`` table from ``(run_id, index, value)`` tuples."""
+    frame = pd.DataFrame(list(rows), columns=MINIBATCH_COLUMNS)
+    frame["index"] = frame["index"].astype("int64")
+    frame["value"] = frame["value"].astype("float64")
+    return frame.sort_values(["run_id", "index"], ignore_index=True)
 
 
 def _final(record: RunRecord, split: str, metric: str) -> float | None:
@@ -142,32 +233,36 @@ def _final(record: RunRecord, split: str, metric: str) -> float | None:
     return values[-1] if values else None
 
 
-def runs_table(records: Iterable[RunRecord]) -> pd.DataFrame:
-    """One row per run."""
+def runs_table(records: Iterable[RunRecord], choices: Sequence[Choice] = ()) -> pd.DataFrame:
+    """One row per run; ``selected`` marks runs of the settings that tuning chose."""
+    chosen = {(c.problem, c.optimizer, json.dumps(c.hyperparameters, sort_keys=True))
+              for c in choices}
     rows: list[dict[str, Any]] = []
     for r in records:
         spec = r.spec
         row: dict[str, Any] = {
             "run_id": r.run_id, "source": r.source, "suite": spec.suite,
             "problem": spec.problem_id, "optimizer": spec.optimizer_id,
-            "optimizer_kind": spec.optimizer.kind, "seed": spec.seed, "tiny": spec.tiny,
+            "optimizer_kind": spec.optimizer.kind, "seed": spec.seed, "trial": spec.trial,
+            "tiny": spec.tiny,
             "status": r.status, "diverged_step": r.diverged_step, "error": r.error,
             "batch_size": spec.problem.sizes(spec.tiny)[0],
             "num_epochs": spec.problem.sizes(spec.tiny)[1],
             "hyperparameters": json.dumps(spec.optimizer.hyperparameters(), sort_keys=True),
+            "selected": (spec.problem_id, spec.optimizer_id, json.dumps(
+                spec.optimizer.hyperparameters(), sort_keys=True)) in chosen,
             "train_s": r.timings.train_s, "eval_s": r.timings.eval_s,
             "steps": r.timings.steps, "device": r.environment.device,
             "obsbench_version": r.environment.obsbench,
             "torch_version": r.environment.torch, "git_commit": r.environment.git_commit,
+            "schedule": spec.optimizer.schedule.kind,
+            "l2_reg": getattr(spec.problem, "l2_reg", None),
         }
         for split in ("train", "valid", "test"):
             for metric in ("loss", "accuracy"):
                 row[f"final_{split}_{metric}"] = _final(r, split, metric)
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    for column in ("diverged_step",):
-        frame[column] = frame[column].astype("Int64")
-    return frame.sort_values(["suite", "problem", "optimizer", "seed", "run_id"], ignore_index=True)
+    return runs_frame(rows)
 
 
 def curves_table(records: Iterable[RunRecord]) -> pd.DataFrame:
@@ -179,8 +274,7 @@ def curves_table(records: Iterable[RunRecord]) -> pd.DataFrame:
         for metric, values in metrics.items()
         for epoch, value in enumerate(values)
     ]
-    frame = pd.DataFrame(rows, columns=CURVE_COLUMNS)
-    return frame.sort_values(["run_id", "split", "metric", "epoch"], ignore_index=True)
+    return curves_frame(rows)
 
 
 def instruments_table(records: Iterable[RunRecord]) -> pd.DataFrame:
@@ -194,7 +288,12 @@ def instruments_table(records: Iterable[RunRecord]) -> pd.DataFrame:
 TABLES = {"runs": runs_table, "curves": curves_table, "instruments": instruments_table}
 
 
-def build_table(name: str, records: list[RunRecord]) -> pd.DataFrame:
+def build_table(name: str, records: list[RunRecord], directory: Path | None = None
+                ) -> pd.DataFrame:
+    """Table ``name`` of ``records``; the runs table also reads the tuning choices in
+    ``directory`` (written by ``obsbench run``)."""
+    if name == "runs" and directory is not None:
+        return runs_table(records, read_selection(directory))
     return TABLES[name](records)
 
 

@@ -81,8 +81,13 @@ class RunSpec(Spec):
 
     @property
     def run_id(self) -> str:
-        """16 hex digits of a SHA-256 of the resolved specs, seed and variant."""
-        payload = self.model_dump(mode="json", exclude={"suite", "trial"})
+        """16 hex digits of a SHA-256 of the resolved specs, seed and variant.
+
+        Only what can change the result counts: not the suite, the trial index or the
+        optimizer's search space.
+        """
+        payload = self.model_dump(mode="json", exclude={
+            "suite": True, "trial": True, "optimizer": {"search_space"}})
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

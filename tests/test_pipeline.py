@@ -39,7 +39,7 @@ def project(tmp_path: Path) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__"))
     (work / "specs" / "suites" / "smoke.yaml").write_text(
         "kind: benchmark\nproblems: [quadratic_deep, two_d_beale]\noptimizers: [adam, sgd]\n"
-        "num_epochs: 2\n")
+        "num_epochs: 2\nseeds: [42]\n")
     (work / "params.yaml").write_text("suite: smoke\nworkers: 1\n")
     _sh("git", "init", "-q", cwd=work)
     _sh("dvc", "init", "-q", cwd=work)
