@@ -32,7 +32,8 @@ class DimensionBase(Spec):
 
 
 class LogUniform(DimensionBase):
-    """``exp(U(log low, log high))``; a grid is log-spaced, ends included."""
+    """``10 ** U(log10 low, log10 high)`` (DeepOBS's form); a grid is log-spaced, ends
+    included."""
 
     kind: Literal["log_uniform"]
     low: PositiveFloat
@@ -45,7 +46,8 @@ class LogUniform(DimensionBase):
         return self
 
     def at(self, u: float) -> float:
-        return math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+        low, high = math.log10(self.low), math.log10(self.high)
+        return float(10 ** (low + (high - low) * u))
 
     def grid(self, points: int) -> list[float]:
         if points == 1:

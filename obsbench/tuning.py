@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from obsbench.space import Dimension, SearchSpace
+from obsbench.space import Dimension, IntUniform, SearchSpace
 from obsbench.spec import NonNegativeInt, PositiveInt, Spec
 
 Trial = dict[str, Any]
@@ -127,30 +127,34 @@ class _Sampled(_Searched):
     budget: PositiveInt = Field(description="Number of trials (Crowded Valley: 25, 50, 75).")
     sample_seed: NonNegativeInt = Field(42, description="Seed of the sample stream.")
 
-    def unit_points(self, count: int, dims: int) -> np.ndarray:
-        """``(count, dims)`` points in the unit cube; row i never depends on ``count``."""
-        raise NotImplementedError
 
-    def trials(self, space: SearchSpace) -> list[Trial]:
-        keys = sorted(space)
-        points = self.unit_points(self.budget, len(keys))
-        return [{k: _at(space[k], float(u)) for k, u in zip(keys, row, strict=True)}
-                for row in points]
-
-
-def _at(dimension: Dimension, u: float) -> Any:
-    value = dimension.at(u)
+def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
 class Random(_Sampled):
-    """Independent uniform draws, one trial after another, from ``PCG64(sample_seed)``."""
+    """Random search exactly as DeepOBS 1.2's tuner drew it for Crowded Valley.
+
+    numpy's legacy ``RandomState(sample_seed)`` is seeded once; trials are drawn one after
+    another, each trial's hyperparameters in the order of the search space; an integer
+    dimension takes ``randint(low, high + 1)``, any other one ``random_sample()`` mapped
+    through the dimension (a log-uniform one as ``10 ** U(log10 low, log10 high)``). With
+    ``sample_seed: 42`` and the optimizers' default search spaces this regenerates the
+    published Crowded Valley samples (see ``obsbench.optimizers.crowded_valley``).
+    """
 
     kind: Literal["random"]
 
-    def unit_points(self, count: int, dims: int) -> np.ndarray:
-        rng = np.random.Generator(np.random.PCG64(self.sample_seed))
-        return np.array([rng.random(dims) for _ in range(count)]).reshape(count, dims)
+    def trials(self, space: SearchSpace) -> list[Trial]:
+        state = np.random.RandomState(self.sample_seed)
+        return [{name: _plain(_draw(state, dim)) for name, dim in space.items()}
+                for _ in range(self.budget)]
+
+
+def _draw(state: np.random.RandomState, dimension: Dimension) -> Any:
+    if isinstance(dimension, IntUniform):
+        return int(state.randint(dimension.low, dimension.high + 1))
+    return dimension.at(float(state.random_sample()))
 
 
 class QuasiRandom(_Sampled):
@@ -158,12 +162,15 @@ class QuasiRandom(_Sampled):
 
     kind: Literal["quasi_random"]
 
-    def unit_points(self, count: int, dims: int) -> np.ndarray:
+    def trials(self, space: SearchSpace) -> list[Trial]:
         from scipy.stats import qmc
 
-        if dims == 0:
-            return np.zeros((count, 0))
-        return qmc.Halton(d=dims, scramble=True, seed=self.sample_seed).random(count)
+        keys = list(space)
+        if not keys:
+            return [{} for _ in range(self.budget)]
+        points = qmc.Halton(d=len(keys), scramble=True, seed=self.sample_seed).random(self.budget)
+        return [{k: _plain(space[k].at(float(u))) for k, u in zip(keys, row, strict=True)}
+                for row in points]
 
 
 TuningSpec = Annotated[OneShot | Grid | Random | QuasiRandom, Field(discriminator="kind")]
