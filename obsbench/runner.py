@@ -153,8 +153,11 @@ def _train(spec: RunSpec, device: torch.device, record: RunRecord) -> None:
     per_step = scheduled and schedule.unit == "step"
     total_steps = steps_per_epoch * problem.num_epochs
     step = 0
+    reshuffle = spec.problem.shuffle == "every_epoch"
+    order = torch.randperm(len(train), generator=batch_order).to(device)
     for epoch in range(problem.num_epochs):
-        order = torch.randperm(len(train), generator=batch_order).to(device)
+        if reshuffle and epoch > 0:
+            order = torch.randperm(len(train), generator=batch_order).to(device)
         if scheduled and not per_step:
             set_lr(epoch, problem.num_epochs)
         tick = time.perf_counter()

@@ -134,3 +134,19 @@ def test_records_round_trip_with_non_finite_values(catalog: Catalog, tmp_path: P
     assert not math.isfinite(loaded.minibatch_losses[-1])
     assert loaded.spec.run_id == record.run_id
     assert [p.name for p in tmp_path.iterdir()] == [f"{record.run_id}.json"]
+
+
+def test_shuffle_once_replays_one_order_every_epoch(catalog: Catalog) -> None:
+    """With a learning rate too small to move the parameters, a minibatch loss depends only
+    on the batch: ``once`` repeats the epoch's losses, ``every_epoch`` does not."""
+    frozen = SGD(kind="sgd", lr=1e-30)
+    losses = {}
+    for shuffle in ("once", "every_epoch"):
+        problem = catalog.get("problems", "quadratic_deep").model_copy(
+            update={"shuffle": shuffle})
+        record = run(_spec(catalog, problem=problem, optimizer=frozen))  # tiny: 2 epochs
+        steps = len(record.minibatch_losses) // 2
+        losses[shuffle] = [record.minibatch_losses[e * steps:(e + 1) * steps] for e in range(2)]
+    assert losses["once"][0] == losses["once"][1]
+    assert losses["every_epoch"][0] != losses["every_epoch"][1]
+    assert losses["once"][0] == losses["every_epoch"][0]  # the first epoch is the same
