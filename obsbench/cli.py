@@ -99,13 +99,30 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--minibatch", action="store_true",
                    help="also write DIR/minibatch.parquet (run_id, index, value): the logged "
                    "minibatch training losses, each once")
+
+    p = commands.add_parser("baselines", help="list obsbench's baselines, or freeze one",
+                            description="List the baselines in --dir (obsbench's own results "
+                            "of its protocol suites: tables, specs, hardware), or freeze a "
+                            "suite's finished run records into one.")
+    p.add_argument("--dir", type=Path, default=Path("baselines"), metavar="DIR",
+                   help="where baselines live (default: baselines/)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    f = actions.add_parser("freeze", help="write baselines/<SUITE>/ from run records",
+                           description="Write DIR/<SUITE>/ (runs.parquet, curves.parquet of "
+                           "the chosen settings, selection.json, meta.json) from the records "
+                           "of a finished `obsbench run SUITE`.")
+    f.add_argument("suite", metavar="SUITE", help="suite id (in --specs)")
+    f.add_argument("--specs", type=Path, default=Path("specs"), metavar="DIR",
+                   help="spec root (default: specs/)")
+    f.add_argument("--results", type=Path, metavar="DIR",
+                   help="the suite's run records (default: results/<SUITE>)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"validate": _validate, "schema": _schema, "run": _run, "table": _table,
-               "import": _import}
+               "import": _import, "baselines": _baselines}
     try:
         return handler[args.command](args)
     except SpecError as exc:
@@ -328,6 +345,39 @@ def _import(args: argparse.Namespace) -> int:
     inconsistent = sum(not r.consistent for r in result.runs)
     print(f"{name}: imported {len(result.runs)} runs ({by_status}), {inconsistent} "
           f"inconsistent, {len(result.skipped)} file(s) skipped as unreadable; tables in {out}/")
+    return 0
+
+
+def _baselines(args: argparse.Namespace) -> int:
+    from obsbench import baselines
+
+    if args.action == "freeze":
+        from obsbench.catalog import load_catalog
+
+        catalog = load_catalog(args.specs)
+        if catalog.issues:
+            raise SpecError(catalog.issues)
+        catalog.get("suites", args.suite)
+        results = args.results or Path("results") / args.suite
+        if not results.is_dir():
+            raise UserError(f"{results}: no run records; run `obsbench run {args.suite}` first")
+        command = f"obsbench run {args.suite} && obsbench baselines freeze {args.suite}"
+        try:
+            frozen = baselines.freeze(args.suite, catalog, results, args.dir, command)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        print(f"froze {frozen.name}: {frozen.runs} runs into {frozen.path}/")
+        return 0
+    found = baselines.available(args.dir)
+    if not found:
+        print(f"no baselines in {args.dir}/")
+        return 0
+    print(f"{'baseline':<28} {'runs':>6}  {'problems':<40} {'optimizers':>10}  obsbench  created")
+    for b in found:
+        problems = ", ".join(b.meta.get("problems", []))
+        problems = problems if len(problems) <= 40 else problems[:37] + "..."
+        print(f"{b.name:<28} {b.runs:>6}  {problems:<40} {len(b.meta.get('optimizers', [])):>10}"
+              f"  {b.meta.get('obsbench', '?'):<8}  {b.meta.get('created', '?')[:10]}")
     return 0
 
 
