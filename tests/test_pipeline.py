@@ -33,6 +33,7 @@ def project(tmp_path: Path) -> Path:
     work.mkdir()
     shutil.copytree(REPO / "specs", work / "specs")
     shutil.copy(REPO / "dvc.yaml", work)
+    shutil.copytree(REPO / "baselines", work / "baselines")  # frozen stages' outputs
     shutil.copy(REPO / ".dvcignore", work)
     # the pipeline depends on the package source; a copy keeps the repository untouched
     shutil.copytree(REPO / "obsbench", work / "obsbench",
