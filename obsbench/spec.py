@@ -328,12 +328,12 @@ def _yaml_type(value: Any) -> str:
 
 
 def issues_from_validation(exc: ValidationError, cls: type[BaseModel], doc: Document,
-                           display: str, prefix: Loc = ()) -> list[Issue]:
+                           display: str) -> list[Issue]:
     """Translate pydantic errors into one-line issues with lines and suggestions."""
     issues: list[Issue] = []
     for error in exc.errors(include_url=False):
         raw: Loc = tuple(error["loc"])  # may hold union tags, e.g. ('space', 'lr', 'choice')
-        loc: Loc = (*prefix, *_walk(cls, raw)[0])
+        loc: Loc = _walk(cls, raw)[0]
         kind = error["type"]
         value = error.get("input")
         line = doc.line(loc)
