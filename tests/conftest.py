@@ -17,6 +17,8 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "specs"
 SHARED = REPO.parent / "shared"
+PUBLISHED = SHARED / "published"
+"""Published runs (DeepOBS 1.1 baselines, a Crowded Valley sample); tests skip without them."""
 
 
 @pytest.fixture(scope="session")

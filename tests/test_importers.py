@@ -28,8 +28,8 @@ from obsbench.importers.deepobs import (
     read_run_file,
 )
 from obsbench.results import RUN_COLUMNS, read_table, runs_frame, write_table
+from tests.conftest import PUBLISHED
 
-PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "published"
 BASELINES = PUBLISHED / "deepobs-baselines-1.1"
 CROWDED_VALLEY = PUBLISHED / "crowded-valley-sample"
 Q0 = 353.44676426478793  # quadratic_deep's epoch-0 test loss as DeepOBS writes it

@@ -28,9 +28,8 @@ from obsbench.problems import QuadraticDeep
 from obsbench.problems.quadratic import deep_spectrum_hessian, noise_data
 from obsbench.runner import run
 from obsbench.suite import RunSpec
-from tests.conftest import SpecWriter
+from tests.conftest import PUBLISHED, SpecWriter
 
-PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "published"
 CROWDED_VALLEY = PUBLISHED / "crowded-valley-sample"
 TOTALS = [1, 2, 3, 7, 10, 50, 100, 101, 350, 1000]
 
