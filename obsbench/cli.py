@@ -198,17 +198,15 @@ def _run(args: argparse.Namespace) -> int:
 
     root, suite_id = _resolve_suite(args.suite, args.specs)
     catalog = load_catalog(root)
-    if suite_id not in catalog.entries["suites"]:
-        broken = [i for i in catalog.issues if Path(i.file).stem == suite_id
-                  and Path(i.file).parent.name == "suites"]
-        if broken:
-            raise SpecError(broken)
-        catalog.get("suites", suite_id)  # raises with a suggestion
-    suite = catalog.entries["suites"][suite_id].spec
+    if f"suites/{suite_id}" in catalog.invalid:
+        shown = catalog.invalid[f"suites/{suite_id}"]
+        raise SpecError([i for i in catalog.issues if i.file == shown])
+    suite = catalog.get("suites", suite_id)  # raises with a suggestion if unknown
     assert isinstance(suite, Benchmark)
+    # only problems in the suite's own file and the specs it uses stop it
     involved = {catalog.entries["suites"][suite_id].display}
-    involved |= {str(root / family / f"{ref}.yaml") for _, family, ref in suite.references()}
-    involved |= {str(root / family / f"{ref}.yml") for _, family, ref in suite.references()}
+    involved |= {catalog.invalid[key] for _, family, ref in suite.references()
+                 if (key := f"{family}/{ref}") in catalog.invalid}
     relevant = [i for i in catalog.issues if i.file in involved]
     if relevant:
         raise SpecError(relevant)

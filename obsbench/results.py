@@ -142,10 +142,6 @@ def read_records(directory: Path) -> Iterator[RunRecord]:
         yield read_record(path)
 
 
-def has_record(directory: Path, run_id: str) -> bool:
-    return record_path(directory, run_id).is_file()
-
-
 # ----------------------------------------------------------------------- tables
 
 RUN_COLUMNS = [
@@ -227,12 +223,6 @@ def minibatch_frame(rows: Iterable[tuple[str, int, float]]) -> pd.DataFrame:
     return frame.sort_values(["run_id", "index"], ignore_index=True)
 
 
-def _final(record: RunRecord, split: str, metric: str) -> float | None:
-    """The value after the last epoch; None unless the run finished (status ``ok``)."""
-    values = record.curves.get(split, {}).get(metric) if record.status == "ok" else None
-    return values[-1] if values else None
-
-
 def runs_table(records: Iterable[RunRecord], choices: Sequence[Choice] = ()) -> pd.DataFrame:
     """One row per run; ``selected`` marks runs of the settings that tuning chose."""
     chosen = {(c.problem, c.optimizer, json.dumps(c.hyperparameters, sort_keys=True))
@@ -240,17 +230,17 @@ def runs_table(records: Iterable[RunRecord], choices: Sequence[Choice] = ()) -> 
     rows: list[dict[str, Any]] = []
     for r in records:
         spec = r.spec
+        hyperparameters = json.dumps(spec.optimizer.hyperparameters(), sort_keys=True)
+        batch_size, num_epochs = spec.problem.sizes(spec.tiny)
         row: dict[str, Any] = {
             "run_id": r.run_id, "source": r.source, "suite": spec.suite,
             "problem": spec.problem_id, "optimizer": spec.optimizer_id,
             "optimizer_kind": spec.optimizer.kind, "seed": spec.seed, "trial": spec.trial,
             "tiny": spec.tiny,
             "status": r.status, "diverged_step": r.diverged_step, "error": r.error,
-            "batch_size": spec.problem.sizes(spec.tiny)[0],
-            "num_epochs": spec.problem.sizes(spec.tiny)[1],
-            "hyperparameters": json.dumps(spec.optimizer.hyperparameters(), sort_keys=True),
-            "selected": (spec.problem_id, spec.optimizer_id, json.dumps(
-                spec.optimizer.hyperparameters(), sort_keys=True)) in chosen,
+            "batch_size": batch_size, "num_epochs": num_epochs,
+            "hyperparameters": hyperparameters,
+            "selected": (spec.problem_id, spec.optimizer_id, hyperparameters) in chosen,
             "train_s": r.timings.train_s, "eval_s": r.timings.eval_s,
             "steps": r.timings.steps, "device": r.environment.device,
             "obsbench_version": r.environment.obsbench,
@@ -260,7 +250,8 @@ def runs_table(records: Iterable[RunRecord], choices: Sequence[Choice] = ()) -> 
         }
         for split in ("train", "valid", "test"):
             for metric in ("loss", "accuracy"):
-                row[f"final_{split}_{metric}"] = _final(r, split, metric)
+                row[f"final_{split}_{metric}"] = final_value(
+                    r.status, r.curves.get(split, {}).get(metric))
         rows.append(row)
     return runs_frame(rows)
 

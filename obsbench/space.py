@@ -31,19 +31,26 @@ class DimensionBase(Spec):
         raise NotImplementedError
 
 
-class LogUniform(DimensionBase):
+class _Interval(DimensionBase):
+    """A continuous dimension from ``low`` to ``high``."""
+
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Interval:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class LogUniform(_Interval):
     """``10 ** U(log10 low, log10 high)`` (DeepOBS's form); a grid is log-spaced, ends
     included."""
 
     kind: Literal["log_uniform"]
     low: PositiveFloat
     high: PositiveFloat
-
-    @model_validator(mode="after")
-    def _ordered(self) -> LogUniform:
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        return self
 
     def at(self, u: float) -> float:
         low, high = math.log10(self.low), math.log10(self.high)
@@ -56,18 +63,10 @@ class LogUniform(DimensionBase):
         return [10 ** (lo + (hi - lo) * k / (points - 1)) for k in range(points)]
 
 
-class Uniform(DimensionBase):
+class Uniform(_Interval):
     """``U(low, high)``; a grid is evenly spaced, ends included."""
 
     kind: Literal["uniform"]
-    low: float
-    high: float
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Uniform:
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        return self
 
     def at(self, u: float) -> float:
         return self.low + u * (self.high - self.low)
