@@ -33,6 +33,7 @@ class Timings(BaseModel):
     eval_s: float = Field(0.0, description="Seconds spent evaluating (untimed for training).")
     setup_s: float = Field(0.0, description="Seconds spent building problem and optimizer.")
     steps: int = 0
+    instruments_s: float = Field(0.0, description="Seconds of train_s spent by instruments.")
     epoch_train_s: list[float] = Field(default_factory=list)
 
 
@@ -49,13 +50,28 @@ class Environment(BaseModel):
     git_commit: str | None = None
 
 
+class Histogram(BaseModel):
+    """A 1-D or 2-D histogram: equal-width ``bins`` per axis over ``limits`` (values outside
+    are counted in the edge bins); ``counts`` row-major (first axis slowest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limits: list[tuple[float, float]]
+    bins: list[int]
+    counts: list[int]
+
+
 class InstrumentValue(BaseModel):
+    """One value of one quantity at one step; ``layer`` is a parameter name or ``total``.
+    Histogram quantities carry ``hist`` (and their total count as ``value``)."""
+
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
     step: int
     quantity: str
     layer: str
     value: float
+    hist: Histogram | None = None
 
 
 class RunRecord(BaseModel):
@@ -173,7 +189,7 @@ RUN_DEFAULTS: dict[str, Any] = {"tiny": False, "selected": False, "consistent": 
                                 "checked": False}
 """Values of the columns a row leaves out (None for the others)."""
 CURVE_COLUMNS = ["run_id", "epoch", "split", "metric", "value"]
-INSTRUMENT_COLUMNS = ["run_id", "step", "quantity", "layer", "value"]
+INSTRUMENT_COLUMNS = ["run_id", "step", "quantity", "layer", "value", "hist"]
 MINIBATCH_COLUMNS = ["run_id", "index", "value"]
 """Logged minibatch training losses of imported runs, in the order they were logged."""
 
@@ -269,9 +285,11 @@ def curves_table(records: Iterable[RunRecord]) -> pd.DataFrame:
 
 
 def instruments_table(records: Iterable[RunRecord]) -> pd.DataFrame:
-    """Tidy instrument values: ``run_id, step, quantity, layer, value``."""
-    rows = [(r.run_id, v.step, v.quantity, v.layer, v.value) for r in records
-            for v in r.instruments]
+    """Tidy instrument values: ``run_id, step, quantity, layer, value, hist`` (``hist``: the
+    histogram as compact JSON ``{"limits", "bins", "counts"}``, empty for scalar values)."""
+    rows = [(r.run_id, v.step, v.quantity, v.layer, v.value,
+             v.hist.model_dump_json() if v.hist is not None else "")
+            for r in records for v in r.instruments]
     frame = pd.DataFrame(rows, columns=INSTRUMENT_COLUMNS)
     return frame.sort_values(["run_id", "quantity", "layer", "step"], ignore_index=True)
 

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 import obsbench
+from obsbench.instruments.monitor import Monitor
 from obsbench.problems.base import SPLITS, Problem, Split
-from obsbench.results import SPLIT_NAMES, Environment, InstrumentValue, RunRecord, Timings
+from obsbench.results import SPLIT_NAMES, Environment, RunRecord, Timings
 from obsbench.suite import RunSpec
 
 DEVICE_ENV = "OBSBENCH_DEVICE"
@@ -112,8 +113,8 @@ def _train(spec: RunSpec, device: torch.device, record: RunRecord) -> None:
     model = problem.model
     optimizer = spec.optimizer.build(model.parameters())
     batch_order = torch.Generator().manual_seed(spec.seed)
-    instruments = spec.instruments
-    initial = {n: p.detach().clone() for n, p in model.named_parameters()} if instruments else {}
+    monitor = Monitor(model, problem.per_example_loss, spec.instruments, optimizer=optimizer,
+                      l2_reg=problem.l2_reg, seed=spec.seed) if spec.instruments else None
     curves: dict[str, dict[str, list[float]]] = {SPLIT_NAMES[s]: {} for s in SPLITS}
     record.curves = curves
     timings.setup_s = time.perf_counter() - start
@@ -166,7 +167,10 @@ def _train(spec: RunSpec, device: torch.device, record: RunRecord) -> None:
                 set_lr(step, total_steps)
             x, y = train.batch(order[b * size:(b + 1) * size])
             optimizer.zero_grad(set_to_none=True)
-            loss = problem.per_example_loss(model(x), y).mean()
+            if monitor is not None:
+                monitor.before_forward(step)
+            per_example = problem.per_example_loss(model(x), y)
+            loss = per_example.mean()
             reg = problem.regularizer()
             if reg is not None:
                 loss = loss + reg
@@ -176,18 +180,19 @@ def _train(spec: RunSpec, device: torch.device, record: RunRecord) -> None:
                 record.status, record.diverged_step = "diverged", step
                 break
             loss.backward()
-            for instrument in instruments:
-                if instrument.due(step):
-                    record.instruments += [
-                        InstrumentValue(step=step, quantity=instrument.kind, layer=layer,
-                                        value=v)
-                        for layer, v in instrument.measure(model, initial)]
+            if monitor is not None:
+                monitor.after_backward(step, x, y, per_example, value)
             optimizer.step()
+            if monitor is not None:
+                monitor.after_step(step)
             step += 1
         elapsed = time.perf_counter() - tick
         timings.epoch_train_s.append(elapsed)
         timings.train_s += elapsed
         timings.steps = step
+        if monitor is not None:
+            record.instruments = monitor.values
+            timings.instruments_s = monitor.seconds
         if record.status == "diverged":
             return
         log_evaluation()

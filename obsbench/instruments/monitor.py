@@ -1,0 +1,375 @@
+"""The instrument engine: computes, once per step, the union of what the due quantities need.
+
+The training loop calls four methods around its step::
+
+    monitor.before_forward(step)                    # hooks, if per-sample data is due
+    losses = per_example_loss(model(x), y)          # (B,)
+    loss = losses.mean() + regulariser
+    loss.backward()
+    monitor.after_backward(step, x, y, losses, loss)
+    optimizer.step()
+    monitor.after_step(step)
+
+and reads ``monitor.values``. Per-sample statistics come from
+:func:`obsbench.instruments.persample.statistics` (layer factors captured in the step's own
+backward pass, torch.func for everything else), curvature from
+:mod:`obsbench.instruments.curvature`. All extra work runs under a forked RNG and leaves
+parameters, gradients, buffers and optimizer state untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from obsbench.instruments import (
+    TOTAL,
+    Alpha,
+    GradHist1d,
+    GradHist2d,
+    HessMaxEV,
+    Preset,
+    Quantity,
+    UpdateSize,
+    Value,
+    _Curvature,
+    expand,
+)
+from obsbench.instruments.persample import (
+    MAX_ELEMENTS,
+    Capture,
+    Functional,
+    Hist2dSpec,
+    HistSpec,
+    Params,
+    PerExampleLoss,
+    PerSample,
+    Statistics,
+    statistics,
+)
+from obsbench.results import Histogram, InstrumentValue
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+@dataclass
+class StepContext:
+    """What the due quantities of one step read; expensive parts are computed on demand."""
+
+    monitor: Monitor
+    step: int
+    x: Tensor
+    y: Tensor | None
+    loss: float
+    losses: Tensor
+    grads: dict[str, Tensor]
+    stats: Statistics
+    _diags: dict[tuple[Any, ...], dict[str, Tensor]] = field(default_factory=dict)
+
+    @property
+    def params(self) -> Params:
+        return self.monitor.params
+
+    @property
+    def initial(self) -> dict[str, Tensor]:
+        return self.monitor.initial
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        return self.monitor.optimizer
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def num_params(self) -> int:
+        return self.monitor.num_params
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.monitor.started
+
+    @cached_property
+    def grad_sq_norm(self) -> float:
+        return sum(float(g.square().sum()) for g in self.grads.values())
+
+    @cached_property
+    def sq_norms(self) -> Tensor:
+        """``||g_n||^2`` over all parameters, ``(B,)``."""
+        return torch.stack(list(self.stats.sq_norms.values())).sum(0)
+
+    @cached_property
+    def dots_g(self) -> Tensor:
+        """``g_n . g`` over all parameters, ``(B,)``."""
+        return torch.stack([d[:, 0] for d in self.stats.dots.values()]).sum(0)
+
+    def _loss_of(self, params: Params) -> Tensor:
+        return self.monitor.functional.losses(params, self.x, self.y).mean()
+
+    def diag(self, spec: _Curvature) -> dict[str, Tensor]:
+        """Curvature diagonal per parameter, as ``spec.curvature`` chooses."""
+        from obsbench.instruments import curvature as c
+
+        method = spec.curvature
+        if method == "auto":
+            method = "hessian" if self.num_params <= spec.max_exact else "ggn"
+        key = (method, spec.probes)
+        if key in self._diags:
+            return self._diags[key]
+        params = {n: p.detach() for n, p in self.params.items()}
+        if method == "hessian":
+            if self.num_params > spec.max_exact:
+                raise ValueError(f"{spec.kind}: the exact Hessian diagonal needs one "
+                                 f"Hessian-vector product per parameter; this model has "
+                                 f"{self.num_params:,} > max_exact {spec.max_exact:,} (use "
+                                 "curvature: ggn or hutchinson)")
+            diag = c.hessian_diagonal(self._loss_of, params, method="exact")
+        elif method == "hutchinson":
+            diag = c.hessian_diagonal(self._loss_of, params, method="hutchinson",
+                                      probes=spec.probes, generator=self.monitor.generator)
+        else:
+            diag = self._ggn(params)
+        self._diags[key] = diag
+        return diag
+
+    def _ggn(self, params: Params) -> dict[str, Tensor]:
+        from obsbench.instruments import curvature as c
+
+        model, functional = self.monitor.model, self.monitor.functional
+
+        def outputs_of(p: Params, x: Tensor) -> Tensor:
+            buffers = {n: b.clone() for n, b in model.named_buffers()}
+            return functional_call(model, (p, buffers), (x,))
+
+        if self.y is None:
+            raise ValueError("curvature: ggn needs a loss on model outputs with targets; use "
+                             "curvature: hessian or hutchinson for this problem")
+        diag = c.ggn_diagonal(outputs_of, functional.per_example_loss, params, self.x, self.y,
+                              max_elements=self.monitor.max_elements)
+        l2 = self.monitor.l2_reg
+        if l2:  # the L2 penalty's Hessian: l2 on every weight (parameters of dim > 1)
+            diag = {n: d + l2 if params[n].dim() > 1 else d for n, d in diag.items()}
+        return diag
+
+    def max_eigenvalue(self, spec: HessMaxEV) -> float:
+        from obsbench.instruments import curvature as c
+
+        params = {n: p.detach() for n, p in self.params.items()}
+        return c.max_eigenvalue(self._loss_of, params, max_iter=spec.max_iter,
+                                rtol=spec.rtol, atol=spec.atol,
+                                generator=self.monitor.generator)
+
+
+@dataclass
+class _AlphaStart:
+    """Observations at the start point of a quadratic fit, waiting for the end point."""
+
+    step: int
+    f: float
+    var_f: float
+    df: float
+    var_df: float
+    direction: dict[str, Tensor]
+    tau: float
+
+
+class Monitor:
+    """Measures instrument quantities during training (see the module docstring).
+
+    Args:
+        model: the trained module; per-sample quantities assume that its outputs for one
+            sample do not depend on the other samples of the batch (no BatchNorm in
+            training mode).
+        per_example_loss: ``(outputs, targets) -> (B,)`` losses; the objective is their mean
+            plus the L2 penalty ``0.5 * l2_reg * ||w||^2`` on weights (dim > 1), as in the
+            runner.
+        specs: quantity specs and presets.
+        optimizer: needed by quantities derived for plain SGD (``cabs``, ``early_stopping``).
+        seed: seeds the probes of stochastic estimators (power iteration, Hutchinson).
+        max_elements: per-sample gradient elements formed at once by the torch.func path.
+    """
+
+    def __init__(self, model: nn.Module, per_example_loss: PerExampleLoss,
+                 specs: Sequence[Quantity | Preset], *,
+                 optimizer: torch.optim.Optimizer | None = None, l2_reg: float = 0.0,
+                 seed: int = 0, max_elements: int = MAX_ELEMENTS) -> None:
+        self.model = model
+        self.quantities = expand(list(specs))
+        self.optimizer = optimizer
+        self.l2_reg = l2_reg
+        self.max_elements = max_elements
+        self.params: Params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.num_params = sum(p.numel() for p in self.params.values())
+        self.functional = Functional(model, per_example_loss,
+                                     self._penalty if l2_reg else None)
+        self.capture = Capture(model, self.params)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.values: list[InstrumentValue] = []
+        self.seconds = 0.0
+        """Time spent in the monitor (excluded from nothing: it happens inside the step)."""
+        self.started = time.perf_counter()
+        needs_initial = any("initial" in q.needs for q in self.quantities)
+        self.initial = {n: p.detach().clone() for n, p in self.params.items()
+                        } if needs_initial else {}
+        per_sample = any(q.per_sample for q in self.quantities)
+        if per_sample:
+            _check_per_sample(model)
+        self._due: list[Quantity] = []
+        self._capturing = False
+        self._alpha_end: _AlphaStart | None = None
+        self._before: dict[str, Tensor] = {}
+        self._kept: tuple[dict[str, PerSample], Tensor, Tensor | None, float, float] | None = None
+
+    def _penalty(self, params: Params) -> Tensor | None:
+        weights = [p for p in params.values() if p.dim() > 1]
+        return 0.5 * self.l2_reg * sum(w.square().sum() for w in weights) if weights else None  # type: ignore[return-value]
+
+    @contextmanager
+    def _isolated(self) -> Iterator[None]:
+        """Extra computation under a forked RNG, with attention in its math kernel (the fused
+        CPU kernels have no forward-mode derivative, which Hessian-vector products and
+        per-sample projections use)."""
+        devices = sorted({p.device.index or 0 for p in self.params.values()
+                          if p.device.type == "cuda"})
+        with torch.random.fork_rng(devices=devices), sdpa_kernel(SDPBackend.MATH):
+            yield
+
+    # -- the four calls of the training loop ---------------------------------------------
+
+    def before_forward(self, step: int) -> None:
+        tick = time.perf_counter()
+        self._due = [q for q in self.quantities if q.due(step)]
+        wants = self._alpha_end is not None or any(q.per_sample for q in self._due)
+        self._capturing = wants and not self.l2_reg
+        if self._capturing:
+            self.capture.__enter__()
+        self.seconds += time.perf_counter() - tick
+
+    def after_backward(self, step: int, x: Tensor, y: Tensor | None, losses: Tensor,
+                       loss: Tensor | float) -> None:
+        tick = time.perf_counter()
+        if self._capturing:
+            self.capture.__exit__()
+        due, alpha_end = self._due, self._alpha_end
+        if due or alpha_end is not None:
+            with self._isolated():
+                self._measure(step, x, y, losses.detach(), float(torch.as_tensor(loss).detach()),
+                              due, alpha_end)
+        self.seconds += time.perf_counter() - tick
+
+    def after_step(self, step: int) -> None:
+        if not self._before:
+            return
+        tick = time.perf_counter()
+        with self._isolated():
+            self._finish_two_step(step)
+        self.seconds += time.perf_counter() - tick
+
+    # -- measuring -----------------------------------------------------------------------
+
+    def _measure(self, step: int, x: Tensor, y: Tensor | None, losses: Tensor, loss: float,
+                 due: list[Quantity], alpha_end: _AlphaStart | None) -> None:
+        needs = set().union(*(q.needs for q in due))
+        found = self.capture.per_sample(int(x.shape[0])) if self._capturing else {}
+        grads = {n: p.grad.detach() if p.grad is not None else torch.zeros_like(p)
+                 for n, p in self.params.items()}
+        directions = ([grads] if "dots_g" in needs else []) + (
+            [alpha_end.direction] if alpha_end is not None else [])
+        hist1 = next((q for q in due if isinstance(q, GradHist1d)), None)
+        hist2 = next((q for q in due if isinstance(q, GradHist2d)), None)
+        params = {n: p.detach() for n, p in self.params.items()}
+        stats = statistics(
+            found, self.functional, params, x, y, norms="norms" in needs,
+            directions=directions, sum_sq="sum_sq" in needs,
+            hist=HistSpec(hist1.range, hist1.bins) if hist1 else None,
+            hist2d=Hist2dSpec(hist2.range[0], hist2.bins[0], hist2.range[1], hist2.bins[1])
+            if hist2 else None, max_elements=self.max_elements)
+        ctx = StepContext(self, step, x, y, loss, losses, grads, stats)
+        for q in due:
+            if not q.two_step:
+                self._record(step, q.kind, q.compute(ctx))
+        if alpha_end is not None:
+            column = len(directions) - 1
+            slopes = torch.stack([d[:, column] for d in stats.dots.values()]).sum(0)
+            self._record(alpha_end.step, "alpha", [(TOTAL, _alpha(
+                alpha_end, loss, _var(losses), *_mean_var(slopes / alpha_end.tau)))])
+            self._alpha_end = None
+        if any(q.two_step for q in due):
+            self._before = {n: p.detach().clone() for n, p in self.params.items()}
+            if any(isinstance(q, Alpha) for q in due):
+                self._kept = (found, x, y, loss, _var(losses))
+
+    def _finish_two_step(self, step: int) -> None:
+        before, self._before = self._before, {}
+        update = {n: p.detach() - before[n] for n, p in self.params.items()}
+        sizes = [(n, float(u.norm())) for n, u in update.items()]
+        tau = math.sqrt(sum(v * v for _, v in sizes))
+        if any(isinstance(q, UpdateSize) for q in self._due):
+            self._record(step, "update_size", [*sizes, (TOTAL, tau)])
+        if self._kept is None:
+            return
+        found, x, y, f, var_f = self._kept
+        self._kept = None
+        if tau == 0.0:  # no move: Cockpit reports -1
+            self._record(step, "alpha", [(TOTAL, -1.0)])
+            return
+        stats = statistics(found, self.functional, before, x, y, directions=[update],
+                           max_elements=self.max_elements)
+        slopes = torch.stack([d[:, 0] for d in stats.dots.values()]).sum(0) / tau
+        self._alpha_end = _AlphaStart(step, f, var_f, *_mean_var(slopes), update, tau)
+
+    def _record(self, step: int, quantity: str, values: list[Value]) -> None:
+        for layer, value, *hist in values:
+            histogram = None
+            if hist:
+                limits, bins, counts = hist[0]
+                histogram = Histogram(limits=limits, bins=bins, counts=counts)
+            self.values.append(InstrumentValue(step=step, quantity=quantity, layer=layer,
+                                               value=value, hist=histogram))
+
+
+def _var(values: Tensor) -> float:
+    """Sample variance (``ddof=1``), as ``torch.var`` in Cockpit."""
+    return float(values.double().var()) if values.numel() > 1 else 0.0
+
+
+def _mean_var(values: Tensor) -> tuple[float, float]:
+    return float(values.double().mean()), _var(values)
+
+
+def _alpha(start: _AlphaStart, f1: float, var_f1: float, df1: float, var_df1: float
+           ) -> float:
+    """Cockpit's noise-aware quadratic fit (``cockpit/quantities/alpha.py``)."""
+    t = start.tau
+    phi = np.array([[1.0, 0.0, 0.0], [1.0, t, t * t], [0.0, 1.0, 0.0], [0.0, 1.0, 2 * t]]).T
+    variances = [v if v != 0 else 1e-10 for v in (start.var_f, var_f1, start.var_df, var_df1)]
+    observed = np.array([start.f, f1, start.df, df1])
+    weights = np.diag(1.0 / np.array(variances))
+    try:
+        mu = np.linalg.solve(phi @ weights @ phi.T, phi @ weights @ observed)
+    except np.linalg.LinAlgError:
+        return math.nan
+    if mu[2] < 0:  # concave: still going downhill at the end point
+        return -1.0
+    return float(2 * t / (-mu[1] / mu[2]) - 1) if mu[2] > 0 else math.nan
+
+
+def _check_per_sample(model: nn.Module) -> None:
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+            raise ValueError(f"per-sample quantities are undefined for {name or 'the model'}"
+                             f" ({type(module).__name__} in training mode mixes the samples "
+                             "of a batch)")

@@ -1,0 +1,306 @@
+"""Per-sample gradient statistics of a mini-batch, for any ``nn.Module``.
+
+Notation (Cockpit's, Schneider, Dangel & Hennig, NeurIPS 2021, appendix): the objective is
+the mean ``L = (1/B) sum_n l_n`` (plus a regulariser ``R`` that every sample shares), the
+per-sample gradient ``g_n = grad l_n (+ grad R)`` and the mini-batch gradient
+``g = (1/B) sum_n g_n``. Instruments need only reductions of the ``g_n``: squared norms
+``||g_n||^2``, projections ``g_n . d`` on a few directions ``d``, the element-wise second
+moment ``sum_n g_n^2`` and histograms of the elements. These come from two sources:
+
+* **Layer factors** (closed forms, no extra pass): a ``Linear`` layer applied once to a
+  ``(B, in)`` input has ``g_n = u_n v_n^T`` for its weight, with ``v_n`` the sample's input and
+  ``u_n = B dL/dz_n`` the gradient of its output, both captured by hooks during the training
+  step's own backward pass; then ``||g_n||^2 = ||u_n||^2 ||v_n||^2``,
+  ``g_n . D = u_n^T D v_n`` and ``sum_n g_n^2 = (u^2)^T v^2`` never form ``g_n``, and
+  histograms use :func:`~obsbench.instruments.histogram.outer_histogram`. ``Linear`` layers
+  on sequences and ``Conv1d/2d/3d`` layers form their per-sample gradients from the captured
+  input and output gradient (``unfold``), one layer at a time.
+* **torch.func** for every other parameter (LayerNorm, attention, embeddings, recurrent
+  cells, layers used twice, any regulariser): ``vmap(grad(l_n))`` over chunks of samples so
+  that at most ``max_elements`` gradient elements exist at once; projections of these
+  parameters' gradients use one forward-mode ``jvp`` of the per-example losses instead.
+
+All extra computation runs on copies of the buffers and under a forked RNG, so it changes
+neither parameters, gradients, buffers (BatchNorm statistics) nor random streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, jvp, vmap
+from torch.nn.modules.conv import _ConvNd
+
+from obsbench.instruments.histogram import histogram, histogram2d, outer_histogram
+
+PerExampleLoss = Callable[[Tensor, Tensor | None], Tensor]
+Params = dict[str, Tensor]
+
+MAX_ELEMENTS = 1 << 24
+"""Per-sample gradient elements formed at once by the torch.func path (64 MiB in float32)."""
+
+
+@dataclass
+class Outer:
+    """Per-sample gradients ``u[n] (x) v[n]`` of a weight, with ``u`` ``(B, out)``."""
+
+    u: Tensor
+    v: Tensor
+
+    def dense(self, start: int = 0, stop: int | None = None) -> Tensor:
+        return self.u[start:stop, :, None] * self.v[start:stop, None, :]
+
+
+PerSample = Outer | Tensor
+"""Per-sample gradients of one parameter: factors, or a dense ``(B, *shape)`` tensor."""
+
+
+@dataclass(frozen=True)
+class HistSpec:
+    limits: tuple[float, float]
+    bins: int
+
+
+@dataclass(frozen=True)
+class Hist2dSpec:
+    grad_limits: tuple[float, float]
+    grad_bins: int
+    param_limits: tuple[float, float]
+    param_bins: int
+
+
+@dataclass
+class Statistics:
+    """Per-parameter reductions of the per-sample gradients (only those requested)."""
+
+    sq_norms: dict[str, Tensor] = field(default_factory=dict)
+    """``||g_n||^2``, shape ``(B,)``."""
+    dots: dict[str, Tensor] = field(default_factory=dict)
+    """``g_n . d_k`` for the requested directions, shape ``(B, K)``."""
+    sum_sq: dict[str, Tensor] = field(default_factory=dict)
+    """``sum_n g_n^2``, the parameter's shape."""
+    hist: dict[str, Tensor] = field(default_factory=dict)
+    hist2d: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Capture:
+    """Hooks that record layer inputs and output gradients during one forward/backward."""
+
+    def __init__(self, model: nn.Module, params: Params) -> None:
+        self.model = model
+        owned = {id(p): n for n, p in params.items()}
+        self.layers: dict[nn.Module, tuple[str, str | None]] = {}
+        for module in model.modules():
+            if isinstance(module, nn.Linear | _ConvNd) and id(module.weight) in owned:
+                bias = module.bias
+                bias_name = owned.get(id(bias)) if bias is not None else None
+                if bias is not None and bias_name is None:
+                    continue  # a frozen bias: leave the layer to torch.func
+                self.layers[module] = (owned[id(module.weight)], bias_name)
+        self.inputs: dict[nn.Module, list[Tensor]] = {}
+        self.grads: dict[nn.Module, list[Tensor]] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> Capture:
+        self.inputs.clear()
+        self.grads.clear()
+        for module in self.layers:
+            self._handles.append(module.register_forward_hook(self._forward_hook))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _forward_hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor
+                      ) -> None:
+        self.inputs.setdefault(module, []).append(inputs[0].detach())
+        if output.requires_grad:
+            output.register_hook(lambda g: self.grads.setdefault(module, []).append(g.detach()))
+
+    def per_sample(self, batch_size: int) -> dict[str, PerSample]:
+        """Per-sample gradients of the layers seen exactly once with their output gradient."""
+        found: dict[str, PerSample] = {}
+        for module, (weight, bias) in self.layers.items():
+            inputs, grads = self.inputs.get(module, []), self.grads.get(module, [])
+            if len(inputs) != 1 or len(grads) != 1:
+                continue  # unused, or used twice (shared weights): torch.func handles it
+            a, dz = inputs[0], grads[0] * batch_size
+            if a.shape[0] != batch_size:
+                continue
+            if isinstance(module, nn.Linear):
+                if a.dim() == 2:
+                    found[weight] = Outer(dz, a)
+                else:
+                    found[weight] = torch.einsum("b...o,b...i->boi", dz, a)
+                if bias is not None:
+                    found[bias] = dz.reshape(batch_size, -1, dz.shape[-1]).sum(1)
+            else:
+                try:
+                    found[weight] = _conv_weight_grads(module, a, dz)  # type: ignore[arg-type]
+                except _Unsupported:
+                    continue
+                if bias is not None:
+                    found[bias] = dz.flatten(2).sum(2)
+        return found
+
+
+def _conv_weight_grads(module: _ConvNd, a: Tensor, dz: Tensor) -> Tensor:
+    """Per-sample weight gradients of a convolution, ``(B, *weight.shape)``."""
+    dims = a.dim() - 2
+    if module.padding_mode != "zeros" or dims not in (1, 2, 3) or (isinstance(
+            module.padding, str) and module.padding != "valid") or module.transposed:
+        raise _Unsupported
+    padding = (0,) * dims if module.padding == "valid" else module.padding
+    # unfold works on 2-D images; Conv1d and Conv3d are handled through it by reshaping.
+    if dims == 2:
+        cols = nn.functional.unfold(a, module.kernel_size, module.dilation, padding,  # type: ignore[arg-type]
+                                    module.stride)
+    else:
+        raise _Unsupported
+    batch, groups = a.shape[0], module.groups
+    out = dz.shape[1]
+    cols = cols.view(batch, groups, -1, cols.shape[-1])
+    dz = dz.reshape(batch, groups, out // groups, -1)
+    grads = torch.einsum("bgop,bgkp->bgok", dz, cols)
+    return grads.reshape(batch, *module.weight.shape)
+
+
+class _Unsupported(Exception):
+    """A layer the closed forms do not cover (it goes through torch.func)."""
+
+
+@dataclass
+class Functional:
+    """Per-example losses and per-sample gradients of any module through torch.func."""
+
+    model: nn.Module
+    per_example_loss: PerExampleLoss
+    regularizer: Callable[[Params], Tensor | None] | None = None
+
+    def losses(self, params: Params, x: Tensor, y: Tensor | None) -> Tensor:
+        """Per-example objective ``l_n + R`` at ``params`` (a full parameter dict)."""
+        buffers = {n: b.clone() for n, b in self.model.named_buffers()}
+        out = self.per_example_loss(functional_call(self.model, (params, buffers), (x,)), y)
+        reg = self.regularizer(params) if self.regularizer is not None else None
+        return out if reg is None else out + reg
+
+    def grads(self, params: Params, names: list[str], x: Tensor, y: Tensor | None,
+              max_elements: int = MAX_ELEMENTS) -> Iterator[tuple[int, dict[str, Tensor]]]:
+        """Chunks ``(start, {name: (chunk, *shape)})`` of per-sample gradients of ``names``."""
+        fixed = {n: p.detach() for n, p in params.items() if n not in names}
+
+        def sample_loss(free: Params, xs: Tensor, ys: Tensor | None) -> Tensor:
+            inputs = xs.unsqueeze(0)
+            targets = None if ys is None else ys.unsqueeze(0)
+            return self.losses({**fixed, **free}, inputs, targets).sum()
+
+        free = {n: params[n].detach() for n in names}
+        size = max(1, sum(p.numel() for p in free.values()))
+        chunk = max(1, max_elements // size)
+        per_sample = vmap(grad(sample_loss), in_dims=(None, 0, None if y is None else 0))
+        for start in range(0, x.shape[0], chunk):
+            stop = start + chunk
+            yield start, per_sample(free, x[start:stop], None if y is None else y[start:stop])
+
+    def directional(self, params: Params, names: list[str], directions: list[Params],
+                    x: Tensor, y: Tensor | None) -> Tensor:
+        """``(B, K)``: per-sample derivatives along each direction, restricted to ``names``."""
+        fixed = {n: p.detach() for n, p in params.items() if n not in names}
+        primal = {n: params[n].detach() for n in names}
+        columns = [jvp(lambda free: self.losses({**fixed, **free}, x, y), (primal,),
+                       ({n: d[n] for n in names},))[1] for d in directions]
+        return torch.stack(columns, dim=1)
+
+
+def statistics(found: dict[str, PerSample], functional: Functional | None, params: Params,
+               x: Tensor, y: Tensor | None, *, norms: bool = False,
+               directions: list[Params] | None = None, sum_sq: bool = False,
+               hist: HistSpec | None = None, hist2d: Hist2dSpec | None = None,
+               max_elements: int = MAX_ELEMENTS) -> Statistics:
+    """The requested reductions for every parameter in ``params``.
+
+    ``found`` holds per-sample gradients from layer factors; parameters missing there go
+    through ``functional`` (per-sample gradients for norms, second moments and histograms;
+    one ``jvp`` per direction for projections).
+    """
+    stats = Statistics()
+    directions = directions or []
+    rest = [n for n in params if n not in found]
+    for name, g in found.items():
+        _reduce(stats, name, g, params[name], norms, directions, sum_sq, hist, hist2d,
+                max_elements)
+    if not rest:
+        return stats
+    assert functional is not None
+    if norms or sum_sq or hist is not None or hist2d is not None:
+        chunks: dict[str, list[Statistics]] = {}
+        for _, block in functional.grads(params, rest, x, y, max_elements):
+            for name, g in block.items():
+                part = Statistics()
+                _reduce(part, name, g, params[name], norms, [], sum_sq, hist, hist2d,
+                        max_elements)
+                chunks.setdefault(name, []).append(part)
+        for name, parts in chunks.items():
+            _merge(stats, name, parts)
+    if directions:
+        projections = functional.directional(params, rest, directions, x, y)
+        # Attribute the projections of the torch.func parameters to the first of them; only
+        # their sum over parameters is ever used.
+        stats.dots[rest[0]] = projections
+        for name in rest[1:]:
+            stats.dots[name] = torch.zeros_like(projections)
+    return stats
+
+
+def _reduce(stats: Statistics, name: str, g: PerSample, param: Tensor, norms: bool,
+            directions: list[Params], sum_sq: bool, hist: HistSpec | None,
+            hist2d: Hist2dSpec | None, max_elements: int) -> None:
+    if isinstance(g, Outer):
+        u, v = g.u, g.v
+        if norms:
+            stats.sq_norms[name] = u.square().sum(1) * v.square().sum(1)
+        if directions:
+            d = torch.cat([dk[name] for dk in directions])  # (K*out, in)
+            stats.dots[name] = ((v @ d.T).view(len(u), len(directions), -1)
+                                * u[:, None, :]).sum(2)
+        if sum_sq:
+            stats.sum_sq[name] = u.square().T @ v.square()
+        if hist is not None:
+            stats.hist[name] = outer_histogram(u, v, *hist.limits, hist.bins)
+        if hist2d is not None:
+            chunk = max(1, max_elements // max(1, param.numel()))
+            stats.hist2d[name] = sum(  # type: ignore[assignment]
+                _hist2d(g.dense(s, s + chunk), param, hist2d) for s in range(0, len(u), chunk))
+        return
+    flat = g.flatten(1)
+    if norms:
+        stats.sq_norms[name] = flat.square().sum(1)
+    if directions:
+        stats.dots[name] = flat @ torch.stack([dk[name].reshape(-1) for dk in directions], 1)
+    if sum_sq:
+        stats.sum_sq[name] = g.square().sum(0)
+    if hist is not None:
+        stats.hist[name] = histogram(g, *hist.limits, hist.bins)
+    if hist2d is not None:
+        stats.hist2d[name] = _hist2d(g, param, hist2d)
+
+
+def _hist2d(g: Tensor, param: Tensor, spec: Hist2dSpec) -> Tensor:
+    """Pairs (gradient element, parameter element), as Cockpit's ``GradHist2d``."""
+    return histogram2d(g, param.detach().unsqueeze(0), spec.grad_limits, spec.grad_bins,
+                       spec.param_limits, spec.param_bins)
+
+
+def _merge(stats: Statistics, name: str, parts: list[Statistics]) -> None:
+    for key in ("sq_norms",):
+        if name in getattr(parts[0], key):
+            getattr(stats, key)[name] = torch.cat([getattr(p, key)[name] for p in parts])
+    for key in ("sum_sq", "hist", "hist2d"):
+        if name in getattr(parts[0], key):
+            getattr(stats, key)[name] = sum(getattr(p, key)[name] for p in parts)
