@@ -116,13 +116,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="spec root (default: specs/)")
     f.add_argument("--results", type=Path, metavar="DIR",
                    help="the suite's run records (default: results/<SUITE>)")
+
+    p = commands.add_parser("inspect", help="draw a run's Cockpit-style dashboard",
+                            description="Draw the Cockpit-style dashboard of one run (step "
+                            "size, gradients and curvature instruments, learning rate, "
+                            "performance) into an image. The format follows the suffix: "
+                            ".png, .svg or .pdf.")
+    p.add_argument("run", metavar="RUN", help="a run record file, or a run id in --results")
+    p.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
+                   help="where to look up a run id, subdirectories included "
+                   "(default: results/)")
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="output image (default: <run_id>-dashboard.png)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"validate": _validate, "schema": _schema, "run": _run, "table": _table,
-               "import": _import, "baselines": _baselines}
+               "import": _import, "baselines": _baselines, "inspect": _inspect}
     try:
         return handler[args.command](args)
     except SpecError as exc:
@@ -376,6 +388,46 @@ def _baselines(args: argparse.Namespace) -> int:
         problems = problems if len(problems) <= 40 else problems[:37] + "..."
         print(f"{b.name:<28} {b.runs:>6}  {problems:<40} {len(b.meta.get('optimizers', [])):>10}"
               f"  {b.meta.get('obsbench', '?'):<8}  {b.meta.get('created', '?')[:10]}")
+    return 0
+
+
+DASHBOARD_FORMATS = {".png", ".svg", ".pdf"}
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    out: Path | None = args.out
+    if out is not None and out.suffix.lower() not in DASHBOARD_FORMATS:
+        suffix = f"'{out.suffix}'" if out.suffix else "(no suffix)"
+        raise UserError(f"--out: unknown image format {suffix} ({out}); "
+                        "use .png, .svg or .pdf")
+    from obsbench.results import RECORD_NAME, RecordError, read_record
+
+    path = Path(args.run)
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path}: not a record file")
+    if not path.exists():
+        if not RECORD_NAME.match(f"{args.run}.json"):
+            raise UserError(f"{args.run}: no such record file, nor a run id (16 hex digits)")
+        if not args.results.is_dir():
+            raise UserError(f"{args.results}: no such results directory to look up run "
+                            f"{args.run} in (set --results)")
+        found = sorted(args.results.rglob(f"{args.run}.json"))
+        if not found:
+            raise UserError(f"{args.run}: no record of this run id in {args.results}/")
+        path = found[0]
+    try:
+        record = read_record(path)
+    except RecordError as exc:
+        raise UserError(str(exc)) from None
+    from obsbench.plots import dashboard
+
+    out = out or Path(f"{record.run_id}-dashboard.png")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        dashboard(record).savefig(out, format=out.suffix.lower()[1:])
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the dashboard: {exc.strerror or exc}") from None
+    print(f"wrote dashboard of {record.run_id} to {out}")
     return 0
 
 
