@@ -94,8 +94,9 @@ def spec_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_catalog(root: Path, display_base: Path | None = None) -> Catalog:
+def load_catalog(root: Path | str, display_base: Path | None = None) -> Catalog:
     """Load and check every spec under ``root``; problems land in ``catalog.issues``."""
+    root = Path(root)
     catalog = Catalog(root)
     for family in FAMILIES.values():
         directory = root / family.dirname

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import torch
 
 from obsbench.catalog import Catalog
-from obsbench.instruments import Distance, GradNorm
+from obsbench.instruments import PRESETS, Distance, GradNorm, Preset
 from obsbench.optimizers import SGD, Import
+from obsbench.plots import dashboard
 from obsbench.problems import MNIST1D, TwoD
-from obsbench.results import read_record, write_record
+from obsbench.results import build_table, read_record, write_record
 from obsbench.runner import run
 from obsbench.spec import Spec
 from obsbench.suite import RunSpec
@@ -112,16 +114,30 @@ def test_instruments_measure_without_changing_training(catalog: Catalog) -> None
     assert math.isclose(total, math.sqrt(sum(x * x for x in layers)), rel_tol=1e-6)
 
 
-def test_grad_norm_matches_a_float64_brute_force() -> None:
-    problem = MNIST1D(kind="mnist1d", model="mlp").build(tiny=True)
-    model = problem.model.double()
-    x, y = problem.train.x[:32].double(), problem.train.y[:32]
-    loss = problem.per_example_loss(model(x), y).mean()
-    loss.backward()
-    measured = dict(GradNorm(kind="grad_norm").measure(model, {}))
-    for name, p in model.named_parameters():
-        brute = math.sqrt(sum(float(g) ** 2 for g in p.grad.flatten()))  # type: ignore[union-attr]
-        assert math.isclose(measured[name], brute, rel_tol=1e-12)
+def test_full_preset_run_completes_and_its_dashboard_renders(catalog: Catalog,
+                                                            tmp_path: Path) -> None:
+    full = Preset(kind="preset", name="full", every=8)
+    plain, measured = run(_spec(catalog)), run(_spec(catalog, instruments=[full]))
+    assert measured.status == "ok", measured.error
+    assert measured.minibatch_losses == plain.minibatch_losses
+    assert measured.curves == plain.curves
+    tracked = {v.quantity for v in measured.instruments}
+    assert tracked == set(PRESETS["full"])
+    assert {v.step for v in measured.instruments} == set(range(0, measured.timings.steps, 8))
+    assert 0 < measured.timings.instruments_s < measured.timings.train_s
+    # the record round-trips with its histograms, and the dashboard draws from it
+    path = write_record(tmp_path, measured)
+    again = read_record(path)
+    assert again.instruments == measured.instruments
+    table = build_table("instruments", [again])
+    hist = table[(table.quantity == "grad_hist_1d") & (table.step == 0)].iloc[0]
+    counts = json.loads(hist["hist"])["counts"]
+    assert sum(counts) == hist["value"] > 0
+    figure = dashboard(again)
+    titles = {ax.get_title() for ax in figure.axes}
+    assert {"Alpha distribution", "Hessian max eigenvalue", "Gradient element histogram"} <= titles
+    figure.savefig(tmp_path / "dashboard.png")
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
 
 
 def test_records_round_trip_with_non_finite_values(catalog: Catalog, tmp_path: Path) -> None:

@@ -174,6 +174,19 @@ class StepContext:
 
 
 @dataclass
+class _Kept:
+    """Step data of an alpha start point, for the projections on the update."""
+
+    found: dict[str, PerSample]
+    x: Tensor
+    y: Tensor | None
+    f: float
+    var_f: float
+    along_g: tuple[Tensor, dict[str, Tensor]] | None
+    """``(g_n . g, g)`` where measured, reused if the update is parallel to ``g``."""
+
+
+@dataclass
 class _AlphaStart:
     """Observations at the start point of a quadratic fit, waiting for the end point."""
 
@@ -231,7 +244,7 @@ class Monitor:
         self._capturing = False
         self._alpha_end: _AlphaStart | None = None
         self._before: dict[str, Tensor] = {}
-        self._kept: tuple[dict[str, PerSample], Tensor, Tensor | None, float, float] | None = None
+        self._kept: _Kept | None = None
 
     def _penalty(self, params: Params) -> Tensor | None:
         weights = [p for p in params.values() if p.dim() > 1]
@@ -283,6 +296,9 @@ class Monitor:
     def _measure(self, step: int, x: Tensor, y: Tensor | None, losses: Tensor, loss: float,
                  due: list[Quantity], alpha_end: _AlphaStart | None) -> None:
         needs = set().union(*(q.needs for q in due))
+        alpha_start = any(isinstance(q, Alpha) for q in due)
+        if alpha_start and _updates_along_gradient(self.optimizer):
+            needs.add("dots_g")  # likely reused for the projections on the update
         found = self.capture.per_sample(int(x.shape[0])) if self._capturing else {}
         grads = {n: p.grad.detach() if p.grad is not None else torch.zeros_like(p)
                  for n, p in self.params.items()}
@@ -309,8 +325,10 @@ class Monitor:
             self._alpha_end = None
         if any(q.two_step for q in due):
             self._before = {n: p.detach().clone() for n, p in self.params.items()}
-            if any(isinstance(q, Alpha) for q in due):
-                self._kept = (found, x, y, loss, _var(losses))
+            if alpha_start:
+                along_g = (ctx.dots_g, {n: g.clone() for n, g in grads.items()}
+                           ) if "dots_g" in needs else None
+                self._kept = _Kept(found, x, y, loss, _var(losses), along_g)
 
     def _finish_two_step(self, step: int) -> None:
         before, self._before = self._before, {}
@@ -319,17 +337,22 @@ class Monitor:
         tau = math.sqrt(sum(v * v for _, v in sizes))
         if any(isinstance(q, UpdateSize) for q in self._due):
             self._record(step, "update_size", [*sizes, (TOTAL, tau)])
-        if self._kept is None:
+        kept, self._kept = self._kept, None
+        if kept is None:
             return
-        found, x, y, f, var_f = self._kept
-        self._kept = None
         if tau == 0.0:  # no move: Cockpit reports -1
             self._record(step, "alpha", [(TOTAL, -1.0)])
             return
-        stats = statistics(found, self.functional, before, x, y, directions=[update],
-                           max_elements=self.max_elements)
-        slopes = torch.stack([d[:, 0] for d in stats.dots.values()]).sum(0) / tau
-        self._alpha_end = _AlphaStart(step, f, var_f, *_mean_var(slopes), update, tau)
+        factor = _parallel(update, kept.along_g[1]) if kept.along_g is not None else None
+        if factor is not None:  # s = factor * g: the projections on g, rescaled
+            assert kept.along_g is not None
+            dots = kept.along_g[0] * factor
+        else:
+            stats = statistics(kept.found, self.functional, before, kept.x, kept.y,
+                               directions=[update], max_elements=self.max_elements)
+            dots = torch.stack([d[:, 0] for d in stats.dots.values()]).sum(0)
+        self._alpha_end = _AlphaStart(step, kept.f, kept.var_f, *_mean_var(dots / tau), update,
+                                      tau)
 
     def _record(self, step: int, quantity: str, values: list[Value]) -> None:
         for layer, value, *hist in values:
@@ -339,6 +362,30 @@ class Monitor:
                 histogram = Histogram(limits=limits, bins=bins, counts=counts)
             self.values.append(InstrumentValue(step=step, quantity=quantity, layer=layer,
                                                value=value, hist=histogram))
+
+
+def _updates_along_gradient(optimizer: torch.optim.Optimizer | None) -> bool:
+    """Whether the optimizer is plain SGD (its update is ``-lr g``)."""
+    return type(optimizer) is torch.optim.SGD and all(
+        not g.get("momentum") and not g.get("weight_decay") for g in optimizer.param_groups)
+
+
+PARALLEL_RTOL = 1e-5
+
+
+def _parallel(update: dict[str, Tensor], g: dict[str, Tensor]) -> float | None:
+    """``c`` with ``update = c g`` to within round-off (relative ``PARALLEL_RTOL``), or None.
+
+    Then ``g_n . update = c (g_n . g)``, which saves a projection (plain SGD: ``c = -lr``).
+    """
+    u = torch.cat([t.reshape(-1) for t in update.values()])
+    v = torch.cat([g[n].reshape(-1) for n in update])
+    gg = float(v @ v)
+    if gg == 0.0:
+        return None
+    c = float(u @ v) / gg
+    residual = float(torch.linalg.vector_norm(u - c * v))
+    return c if residual <= PARALLEL_RTOL * float(torch.linalg.vector_norm(u)) else None
 
 
 def _var(values: Tensor) -> float:
@@ -364,7 +411,8 @@ def _alpha(start: _AlphaStart, f1: float, var_f1: float, df1: float, var_df1: fl
         return math.nan
     if mu[2] < 0:  # concave: still going downhill at the end point
         return -1.0
-    return float(2 * t / (-mu[1] / mu[2]) - 1) if mu[2] > 0 else math.nan
+    alpha_bar = -mu[1] / mu[2] if mu[2] > 0 else 0.0  # the step to the other side
+    return float(2 * t / alpha_bar - 1) if alpha_bar != 0 else math.nan
 
 
 def _check_per_sample(model: nn.Module) -> None:
