@@ -293,3 +293,64 @@ def test_schedules():
     assert sorted(log.log.steps) == [0, 1, 10, 100, 1000]
     with pytest.raises(ValueError, match="either `every` or `log`"):
         quantity("loss", every=2, log={"end": 2})
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
+def test_closed_forms_and_torch_func_agree(name):
+    """Layer closed forms (per-sample statistics, GGN diagonal) equal the generic path."""
+    kinds = [k for k in ALL if k != "hess_max_ev"]
+    options: dict[str, dict] = {k: {"curvature": "ggn"} for k in ("hess_trace", "tic_diag",
+                                                                    "tic_trace")}
+    options.update({k: {"layerwise": True} for k in ("grad_hist_1d", "grad_hist_2d")})
+    got = []
+    for closed in (True, False):
+        model, shape = _models()[name]
+        model = model.double()
+        specs = [quantity(k, **options.get(k, {})) for k in kinds]
+        monitor = Monitor(model, _ce, specs, closed_forms=closed)
+        _train(model, _batches(shape), torch.optim.Adam, 0.0, monitor)
+        got.append(_measured(monitor))
+    assert got[0].keys() == got[1].keys()
+    for step, values in got[0].items():
+        assert values.keys() == got[1][step].keys()
+        for key, value in values.items():
+            other = got[1][step][key]
+            if isinstance(value, list):
+                assert sum(value) == sum(other), key
+            else:
+                assert value == pytest.approx(other, rel=1e-9, abs=1e-14), (step, key)
+
+
+@pytest.mark.parametrize(("name", "covered"), [("mlp", True), ("cnn", True),
+                                               ("layernorm", False), ("shared", False)])
+def test_ggn_from_layer_factors_matches_the_generic_ggn(name, covered):
+    from obsbench.instruments.curvature import ggn_diagonal
+    from obsbench.instruments.persample import Capture, Functional, ggn_diagonal_layers
+
+    model, shape = _models()[name]
+    model = model.double()
+    x, y = _batches(shape)[0]
+    params = dict(model.named_parameters())
+    fast = ggn_diagonal_layers(Capture(model, params), Functional(model, _ce), params, x, y)
+    assert (fast is not None) == covered
+    if fast is not None:
+        slow = ggn_diagonal(lambda p, xs: torch.func.functional_call(model, p, (xs,)), _ce,
+                            params, x, y)
+        for n in params:
+            torch.testing.assert_close(fast[n], slow[n], rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("conv", [
+    nn.Conv1d(2, 3, 3, stride=2, padding=1), nn.Conv2d(2, 3, 3, stride=2, padding=1, dilation=2),
+    nn.Conv2d(1, 2, (2, 3), stride=(3, 1)), nn.Conv3d(1, 2, 2, stride=2)],
+    ids=["conv1d", "conv2d-dilated", "conv2d-uneven", "conv3d"])
+def test_per_sample_convolution_gradients(conv):
+    from obsbench.instruments.persample import _conv_weight_grads
+
+    conv = conv.double()
+    a = torch.randn(4, conv.in_channels, *[7] * (conv.weight.dim() - 2), dtype=torch.float64)
+    dz = torch.randn_like(conv(a))
+    expected = torch.stack([torch.autograd.grad(conv(a[n:n + 1]), conv.weight, dz[n:n + 1])[0]
+                            for n in range(4)])
+    torch.testing.assert_close(_conv_weight_grads(conv, a, dz), expected, rtol=1e-12,
+                               atol=1e-12)

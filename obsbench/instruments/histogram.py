@@ -19,6 +19,9 @@ crossings (a handful per row for gradient-sized values) instead of ``O(B out in)
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,6 +30,26 @@ def bin_index(x: Tensor, lo: float, hi: float, bins: int) -> Tensor:
     """Bin of every element of ``x`` (int64), clipping values outside ``[lo, hi]``."""
     index = ((x - lo) * bins / (hi - lo)).floor_()
     return index.clamp_(0, bins - 1).long()
+
+
+@functools.lru_cache(maxsize=64)
+def _thresholds(lo: float, hi: float, bins: int, dtype: torch.dtype) -> Tensor:
+    """``t[k]``: the smallest value of ``dtype`` whose :func:`bin_index` is ``>= k``
+    (``k = 0..bins``; ``t[0] = -inf``, ``t[bins] = +inf``), so that ``bin_index(x) >= k``
+    is exactly ``x >= t[k]``."""
+    edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64).to(dtype)
+    ks = torch.arange(bins + 1)
+    inf = torch.tensor(float("inf"), dtype=dtype)
+    for _ in range(64):  # nudge every edge to the exact first value of its bin
+        below = bin_index(edges, lo, hi, bins) < ks
+        lower = torch.nextafter(edges, -inf)
+        too_high = (bin_index(lower, lo, hi, bins) >= ks) & (ks > 0)
+        if not bool(below.any() or too_high.any()):
+            break
+        edges = torch.where(below, torch.nextafter(edges, inf), torch.where(too_high, lower,
+                                                                              edges))
+    edges[0], edges[-1] = -inf, inf
+    return edges
 
 
 def histogram(x: Tensor, lo: float, hi: float, bins: int) -> Tensor:
@@ -41,6 +64,13 @@ def histogram2d(x: Tensor, y: Tensor, x_limits: tuple[float, float], x_bins: int
     iy = bin_index(y, *y_limits, y_bins).expand_as(ix)
     flat = (ix * y_bins + iy).reshape(-1)
     return torch.bincount(flat, minlength=x_bins * y_bins).view(x_bins, y_bins)
+
+
+def _sorted_rows(v: Tensor) -> Tensor:
+    """Each row sorted ascending (NumPy's sort is 10x faster than torch's on the CPU)."""
+    if v.device.type != "cpu":
+        return v.sort(dim=1).values
+    return torch.from_numpy(np.sort(v.detach().numpy(), axis=1))
 
 
 def outer_histogram(u: Tensor, v: Tensor, lo: float, hi: float, bins: int) -> Tensor:
@@ -59,7 +89,7 @@ def outer_histogram(u: Tensor, v: Tensor, lo: float, hi: float, bins: int) -> Te
     counts = torch.zeros(bins, dtype=torch.long, device=u.device)
     if batch == 0 or cols == 0 or u.shape[1] == 0:
         return counts
-    v_sorted = v.sort(dim=1).values
+    v_sorted = _sorted_rows(v)
     first = bin_index(u * v_sorted[:, :1], lo, hi, bins)
     last = bin_index(u * v_sorted[:, -1:], lo, hi, bins)
     low, high = torch.minimum(first, last), torch.maximum(first, last)
@@ -77,19 +107,23 @@ def outer_histogram(u: Tensor, v: Tensor, lo: float, hi: float, bins: int) -> Te
     offsets = torch.arange(rows.numel(), device=u.device) - (
         repeats.cumsum(0) - repeats).repeat_interleave(repeats)
     boundary = low.reshape(-1)[rows] + 1 + offsets
-    sample = rows // u.shape[1]
+    threshold = _thresholds(lo, hi, bins, u.dtype).to(u.device)[boundary]
+    base = rows // u.shape[1] * cols  # where each row's sample starts in the flat columns
+    flat = v_sorted.reshape(-1)
     factor = u.reshape(-1)[rows]
+    # Binary search for the first sorted position whose product is on the "below" side when
+    # descending, on the "above" side when ascending: with flipped signs both are "first
+    # position where -/+ product >= threshold" and the predicate is one comparison.
     ascending = factor > 0  # products rise with the sorted columns (fall for factor < 0)
-    # Binary search for the first sorted position whose product bin is on the "above" side.
     left = torch.zeros_like(rows)
     right = torch.full_like(rows, cols)
-    while bool((left < right).any()):
+    for _ in range(max(1, cols).bit_length()):
         mid = (left + right) // 2
-        value = factor * v_sorted[sample, mid.clamp(max=cols - 1)]
-        above = bin_index(value, lo, hi, bins) >= boundary
-        go_right = torch.where(ascending, ~above, above) & (left < right)
-        left = torch.where(go_right, mid + 1, left)
-        right = torch.where(go_right | (left >= right), right, mid)
+        value = factor * flat[base + mid.clamp(max=cols - 1)]
+        go_right = (value < threshold) == ascending
+        active = left < right
+        left = torch.where(active & go_right, mid + 1, left)
+        right = torch.where(active & ~go_right, mid, right)
     # Products in bins >= boundary: after the search point when ascending, before it else.
     at_or_above = torch.where(ascending, cols - left, left)
     counts.index_add_(0, boundary, at_or_above)

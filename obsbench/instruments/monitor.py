@@ -56,6 +56,7 @@ from obsbench.instruments.persample import (
     PerExampleLoss,
     PerSample,
     Statistics,
+    ggn_diagonal_layers,
     statistics,
 )
 from obsbench.results import Histogram, InstrumentValue
@@ -157,8 +158,11 @@ class StepContext:
         if self.y is None:
             raise ValueError("curvature: ggn needs a loss on model outputs with targets; use "
                              "curvature: hessian or hutchinson for this problem")
-        diag = c.ggn_diagonal(outputs_of, functional.per_example_loss, params, self.x, self.y,
-                              max_elements=self.monitor.max_elements)
+        diag = ggn_diagonal_layers(self.monitor.capture, functional, params, self.x, self.y
+                                   ) if self.monitor.closed_forms else None
+        if diag is None:
+            diag = c.ggn_diagonal(outputs_of, functional.per_example_loss, params, self.x, self.y,
+                                  max_elements=self.monitor.max_elements)
         l2 = self.monitor.l2_reg
         if l2:  # the L2 penalty's Hessian: l2 on every weight (parameters of dim > 1)
             diag = {n: d + l2 if params[n].dim() > 1 else d for n, d in diag.items()}
@@ -213,17 +217,21 @@ class Monitor:
         optimizer: needed by quantities derived for plain SGD (``cabs``, ``early_stopping``).
         seed: seeds the probes of stochastic estimators (power iteration, Hutchinson).
         max_elements: per-sample gradient elements formed at once by the torch.func path.
+        closed_forms: use the layer closed forms where they apply (else torch.func for
+            everything; the values agree, the closed forms are faster).
     """
 
     def __init__(self, model: nn.Module, per_example_loss: PerExampleLoss,
                  specs: Sequence[Quantity | Preset], *,
                  optimizer: torch.optim.Optimizer | None = None, l2_reg: float = 0.0,
-                 seed: int = 0, max_elements: int = MAX_ELEMENTS) -> None:
+                 seed: int = 0, max_elements: int = MAX_ELEMENTS, closed_forms: bool = True
+                 ) -> None:
         self.model = model
         self.quantities = expand(list(specs))
         self.optimizer = optimizer
         self.l2_reg = l2_reg
         self.max_elements = max_elements
+        self.closed_forms = closed_forms
         self.params: Params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.num_params = sum(p.numel() for p in self.params.values())
         self.functional = Functional(model, per_example_loss,
@@ -266,7 +274,7 @@ class Monitor:
         tick = time.perf_counter()
         self._due = [q for q in self.quantities if q.due(step)]
         wants = self._alpha_end is not None or any(q.per_sample for q in self._due)
-        self._capturing = wants and not self.l2_reg
+        self._capturing = wants and self.closed_forms and not self.l2_reg
         if self._capturing:
             self.capture.__enter__()
         self.seconds += time.perf_counter() - tick

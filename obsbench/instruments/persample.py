@@ -103,6 +103,8 @@ class Capture:
                 self.layers[module] = (owned[id(module.weight)], bias_name)
         self.inputs: dict[nn.Module, list[Tensor]] = {}
         self.grads: dict[nn.Module, list[Tensor]] = {}
+        self.outputs: dict[nn.Module, list[Tensor]] | None = None
+        """Layer outputs (with their graph), recorded instead of gradients when not None."""
         self._handles: list[Any] = []
 
     def __enter__(self) -> Capture:
@@ -120,7 +122,9 @@ class Capture:
     def _forward_hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor
                       ) -> None:
         self.inputs.setdefault(module, []).append(inputs[0].detach())
-        if output.requires_grad:
+        if self.outputs is not None:
+            self.outputs.setdefault(module, []).append(output)
+        elif output.requires_grad:
             output.register_hook(lambda g: self.grads.setdefault(module, []).append(g.detach()))
 
     def per_sample(self, batch_size: int) -> dict[str, PerSample]:
@@ -151,24 +155,25 @@ class Capture:
 
 
 def _conv_weight_grads(module: _ConvNd, a: Tensor, dz: Tensor) -> Tensor:
-    """Per-sample weight gradients of a convolution, ``(B, *weight.shape)``."""
+    """Per-sample weight gradients of a convolution, ``(B, *weight.shape)``.
+
+    The gradient of sample ``n`` is the correlation of its input with its output gradient,
+    so all of them are one grouped convolution with the batch as groups (input channels as
+    the batch, stride and dilation swapped), as in Goodfellow's and Opacus' per-sample
+    convolution gradients.
+    """
     dims = a.dim() - 2
-    if module.padding_mode != "zeros" or dims not in (1, 2, 3) or (isinstance(
-            module.padding, str) and module.padding != "valid") or module.transposed:
+    if (module.padding_mode != "zeros" or module.transposed or module.groups != 1
+            or isinstance(module.padding, str) or dims not in (1, 2, 3)):
         raise _Unsupported
-    padding = (0,) * dims if module.padding == "valid" else module.padding
-    # unfold works on 2-D images; Conv1d and Conv3d are handled through it by reshaping.
-    if dims == 2:
-        cols = nn.functional.unfold(a, module.kernel_size, module.dilation, padding,  # type: ignore[arg-type]
-                                    module.stride)
-    else:
-        raise _Unsupported
-    batch, groups = a.shape[0], module.groups
-    out = dz.shape[1]
-    cols = cols.view(batch, groups, -1, cols.shape[-1])
-    dz = dz.reshape(batch, groups, out // groups, -1)
-    grads = torch.einsum("bgop,bgkp->bgok", dz, cols)
-    return grads.reshape(batch, *module.weight.shape)
+    conv = (nn.functional.conv1d, nn.functional.conv2d, nn.functional.conv3d)[dims - 1]
+    batch, channels, out = a.shape[0], a.shape[1], dz.shape[1]
+    kernel = module.kernel_size
+    grads = conv(a.transpose(0, 1), dz.reshape(batch * out, 1, *dz.shape[2:]), None,
+                 stride=module.dilation, padding=module.padding, dilation=module.stride,
+                 groups=batch)
+    grads = grads[(..., *(slice(0, k) for k in kernel))]  # strides that do not divide evenly
+    return grads.reshape(channels, batch, out, *kernel).movedim(0, 2)
 
 
 class _Unsupported(Exception):
@@ -304,3 +309,64 @@ def _merge(stats: Statistics, name: str, parts: list[Statistics]) -> None:
     for key in ("sum_sq", "hist", "hist2d"):
         if name in getattr(parts[0], key):
             getattr(stats, key)[name] = sum(getattr(p, key)[name] for p in parts)
+
+
+def ggn_diagonal_layers(capture: Capture, functional: Functional, params: Params, x: Tensor,
+                        y: Tensor) -> Params | None:
+    """Exact GGN diagonal from layer factors, or None where a parameter is not covered.
+
+    The same quantity as :func:`obsbench.instruments.curvature.ggn_diagonal` (see there),
+    computed as BackPACK's ``DiagGGNExact`` does (Dangel, Kunstner & Hennig, ICLR 2020):
+    one forward pass, then the ``C`` columns ``s_{n,c}`` of each sample's factor
+    ``Lambda_n = S_n S_n^T`` are back-propagated at once (one batched backward pass), and a
+    linear layer's diagonal is ``(1/B) (sum_c dz_c^2)^T a^2`` without any per-sample
+    gradient; convolutions form their per-sample, per-column gradients one layer at a time.
+    """
+    covered = {name for names in capture.layers.values() for name in names if name}
+    if set(params) - covered:
+        return None
+    free = {n: p.detach().requires_grad_() for n, p in params.items()}
+    buffers = {n: b.clone() for n, b in functional.model.named_buffers()}
+    capture.outputs = {}
+    try:
+        with capture:
+            out = functional_call(functional.model, (free, buffers), (x,))
+        outputs, inputs = capture.outputs, capture.inputs
+    finally:
+        capture.outputs = None
+    layers = [m for m in capture.layers if len(outputs.get(m, [])) == 1]
+    if len(layers) != len(capture.layers):
+        return None  # a layer used twice or not at all
+    batch, flat = out.shape[0], out.reshape(out.shape[0], -1).detach()
+    tail = out.shape[1:]
+
+    def sample_loss(o: Tensor, target: Tensor) -> Tensor:
+        return functional.per_example_loss(o.reshape(1, *tail), target.unsqueeze(0)).sum()
+
+    lam = vmap(torch.func.hessian(sample_loss))(flat, y)
+    eig = torch.linalg.eigh((lam + lam.transpose(1, 2)) / 2)
+    factor = eig.eigenvectors * eig.eigenvalues.clamp(min=0).sqrt().unsqueeze(1)  # (B, C, C)
+    cotangents = factor.permute(2, 0, 1).reshape(-1, *out.shape)  # column c of every S_n
+    grads = torch.autograd.grad(out, [outputs[m][0] for m in layers], cotangents,
+                                is_grads_batched=True)
+    diag: Params = {}
+    for module, dz in zip(layers, grads, strict=True):
+        weight, bias = capture.layers[module]
+        a = inputs[module][0]
+        if isinstance(module, nn.Linear) and a.dim() == 2:
+            d2 = dz.square().sum(0)  # sum over the columns c: (B, out)
+            diag[weight] = d2.T @ a.square() / batch
+        elif isinstance(module, nn.Linear):
+            per_sample = torch.einsum("cb...o,b...i->cboi", dz, a)
+            diag[weight] = per_sample.square().sum((0, 1)) / batch
+        else:
+            try:
+                per_sample = torch.stack([_conv_weight_grads(module, a, d) for d in dz])  # type: ignore[arg-type]
+            except _Unsupported:
+                return None
+            diag[weight] = per_sample.square().sum((0, 1)) / batch
+        if bias is not None:
+            per_bias = (dz.reshape(*dz.shape[:2], -1, dz.shape[-1]).sum(2)
+                        if isinstance(module, nn.Linear) else dz.flatten(3).sum(3))
+            diag[bias] = per_bias.square().sum((0, 1)) / batch
+    return diag
