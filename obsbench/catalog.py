@@ -155,6 +155,27 @@ def _cross_check(catalog: Catalog) -> list[Issue]:
             issues.append(Issue(entry.display, entry.doc.line(loc), loc, message))
         if not broken:
             issues += _check_trials(catalog, entry, suite)
+            issues += _check_sgd_only(catalog, entry, suite)
+    return issues
+
+
+SGD_ONLY = ("cabs", "early_stopping")
+"""Instruments derived for plain SGD (no momentum): refused for suites with other optimizers."""
+
+
+def _check_sgd_only(catalog: Catalog, entry: Entry, suite: Benchmark) -> list[Issue]:
+    issues = []
+    for index, name in enumerate(suite.instruments):
+        kind = getattr(catalog.get("instruments", name), "kind", None)
+        if kind not in SGD_ONLY:
+            continue
+        others = [o for o in suite.optimizers
+                  if getattr(catalog.get("optimizers", o), "kind", None) != "sgd"]
+        if others:
+            loc = ("instruments", index)
+            issues.append(Issue(entry.display, entry.doc.line(loc), loc,
+                                f"instrument '{name}' ({kind}) is derived for plain SGD; "
+                                f"this suite also runs optimizer '{others[0]}'"))
     return issues
 
 

@@ -30,6 +30,8 @@ from pydantic import Field, field_validator, model_validator
 from obsbench.spec import NonNegativeInt, PositiveFloat, PositiveInt, Spec
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from obsbench.instruments.monitor import StepContext
 
 TOTAL = "total"
@@ -90,6 +92,16 @@ class Quantity(Scheduled):
         raise NotImplementedError
 
 
+def norms(tensors: dict[str, Tensor]) -> dict[str, float]:
+    """Euclidean norm of every tensor, in one fused kernel and one conversion."""
+    import torch
+
+    if not tensors:
+        return {}
+    values = torch.stack(torch._foreach_norm(list(tensors.values()))).tolist()
+    return dict(zip(tensors, values, strict=True))
+
+
 def _total_norm(values: list[tuple[str, float]]) -> list[Value]:
     return [*values, (TOTAL, math.sqrt(sum(v * v for _, v in values)))]
 
@@ -110,7 +122,7 @@ class GradNorm(Quantity):
     needs = frozenset({"grads"})
 
     def compute(self, ctx: StepContext) -> list[Value]:
-        return _total_norm([(n, float(g.norm())) for n, g in ctx.grads.items()])
+        return _total_norm(list(ctx.grad_norms.items()))
 
 
 class Distance(Quantity):
@@ -121,8 +133,8 @@ class Distance(Quantity):
     needs = frozenset({"initial"})
 
     def compute(self, ctx: StepContext) -> list[Value]:
-        return _total_norm([(n, float((p.detach() - ctx.initial[n]).norm()))
-                            for n, p in ctx.params.items()])
+        return _total_norm(list(norms({n: p.detach() - ctx.initial[n]
+                                       for n, p in ctx.params.items()}).items()))
 
 
 class UpdateSize(Quantity):

@@ -45,6 +45,7 @@ from obsbench.instruments import (
     Value,
     _Curvature,
     expand,
+    norms,
 )
 from obsbench.instruments.persample import (
     MAX_ELEMENTS,
@@ -104,8 +105,12 @@ class StepContext:
         return time.perf_counter() - self.monitor.started
 
     @cached_property
+    def grad_norms(self) -> dict[str, float]:
+        return norms(self.grads)
+
+    @cached_property
     def grad_sq_norm(self) -> float:
-        return sum(float(g.square().sum()) for g in self.grads.values())
+        return sum(v * v for v in self.grad_norms.values())
 
     @cached_property
     def sq_norms(self) -> Tensor:
@@ -341,7 +346,7 @@ class Monitor:
     def _finish_two_step(self, step: int) -> None:
         before, self._before = self._before, {}
         update = {n: p.detach() - before[n] for n, p in self.params.items()}
-        sizes = [(n, float(u.norm())) for n, u in update.items()]
+        sizes = list(norms(update).items())
         tau = math.sqrt(sum(v * v for _, v in sizes))
         if any(isinstance(q, UpdateSize) for q in self._due):
             self._record(step, "update_size", [*sizes, (TOTAL, tau)])

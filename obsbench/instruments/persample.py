@@ -172,7 +172,8 @@ def _conv_weight_grads(module: _ConvNd, a: Tensor, dz: Tensor) -> Tensor:
     grads = conv(a.transpose(0, 1), dz.reshape(batch * out, 1, *dz.shape[2:]), None,
                  stride=module.dilation, padding=module.padding, dilation=module.stride,
                  groups=batch)
-    grads = grads[(..., *(slice(0, k) for k in kernel))]  # strides that do not divide evenly
+    for dim, k in enumerate(kernel):  # strides that do not divide evenly leave extra entries
+        grads = grads.narrow(2 + dim, 0, k)
     return grads.reshape(channels, batch, out, *kernel).movedim(0, 2)
 
 
