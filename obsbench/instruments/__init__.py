@@ -102,6 +102,18 @@ def norms(tensors: dict[str, Tensor]) -> dict[str, float]:
     return dict(zip(tensors, values, strict=True))
 
 
+def differences(current: dict[str, Tensor], reference: dict[str, Tensor]
+                ) -> dict[str, Tensor]:
+    """``current - reference`` per tensor, in one fused kernel."""
+    import torch
+
+    names = list(current)
+    if not names:
+        return {}
+    diff = torch._foreach_sub([current[n].detach() for n in names], [reference[n] for n in names])
+    return dict(zip(names, diff, strict=True))
+
+
 def _total_norm(values: list[tuple[str, float]]) -> list[Value]:
     return [*values, (TOTAL, math.sqrt(sum(v * v for _, v in values)))]
 
@@ -133,8 +145,7 @@ class Distance(Quantity):
     needs = frozenset({"initial"})
 
     def compute(self, ctx: StepContext) -> list[Value]:
-        return _total_norm(list(norms({n: p.detach() - ctx.initial[n]
-                                       for n, p in ctx.params.items()}).items()))
+        return _total_norm(list(norms(differences(ctx.params, ctx.initial)).items()))
 
 
 class UpdateSize(Quantity):

@@ -44,6 +44,7 @@ from obsbench.instruments import (
     UpdateSize,
     Value,
     _Curvature,
+    differences,
     expand,
     norms,
 )
@@ -245,7 +246,7 @@ class Monitor:
         self.generator = torch.Generator().manual_seed(seed)
         self.values: list[InstrumentValue] = []
         self.seconds = 0.0
-        """Time spent in the monitor (excluded from nothing: it happens inside the step)."""
+        """Seconds spent in the monitor's calls (part of the training step's time)."""
         self.started = time.perf_counter()
         needs_initial = any("initial" in q.needs for q in self.quantities)
         self.initial = {n: p.detach().clone() for n, p in self.params.items()
@@ -345,7 +346,7 @@ class Monitor:
 
     def _finish_two_step(self, step: int) -> None:
         before, self._before = self._before, {}
-        update = {n: p.detach() - before[n] for n, p in self.params.items()}
+        update = differences(self.params, before)
         sizes = list(norms(update).items())
         tau = math.sqrt(sum(v * v for _, v in sizes))
         if any(isinstance(q, UpdateSize) for q in self._due):
