@@ -197,8 +197,8 @@ class Functional:
         return out if reg is None else out + reg
 
     def grads(self, params: Params, names: list[str], x: Tensor, y: Tensor | None,
-              max_elements: int = MAX_ELEMENTS) -> Iterator[tuple[int, dict[str, Tensor]]]:
-        """Chunks ``(start, {name: (chunk, *shape)})`` of per-sample gradients of ``names``."""
+              max_elements: int = MAX_ELEMENTS) -> Iterator[dict[str, Tensor]]:
+        """Chunks ``{name: (chunk, *shape)}`` of per-sample gradients of ``names``."""
         fixed = {n: p.detach() for n, p in params.items() if n not in names}
 
         def sample_loss(free: Params, xs: Tensor, ys: Tensor | None) -> Tensor:
@@ -212,7 +212,7 @@ class Functional:
         per_sample = vmap(grad(sample_loss), in_dims=(None, 0, None if y is None else 0))
         for start in range(0, x.shape[0], chunk):
             stop = start + chunk
-            yield start, per_sample(free, x[start:stop], None if y is None else y[start:stop])
+            yield per_sample(free, x[start:stop], None if y is None else y[start:stop])
 
     def directional(self, params: Params, names: list[str], directions: list[Params],
                     x: Tensor, y: Tensor | None) -> Tensor:
@@ -246,7 +246,7 @@ def statistics(found: dict[str, PerSample], functional: Functional | None, param
     assert functional is not None
     if norms or sum_sq or hist is not None or hist2d is not None:
         chunks: dict[str, list[Statistics]] = {}
-        for _, block in functional.grads(params, rest, x, y, max_elements):
+        for block in functional.grads(params, rest, x, y, max_elements):
             for name, g in block.items():
                 part = Statistics()
                 _reduce(part, name, g, params[name], norms, [], sum_sq, hist, hist2d,
@@ -304,9 +304,10 @@ def _hist2d(g: Tensor, param: Tensor, spec: Hist2dSpec) -> Tensor:
 
 
 def _merge(stats: Statistics, name: str, parts: list[Statistics]) -> None:
-    for key in ("sq_norms",):
-        if name in getattr(parts[0], key):
-            getattr(stats, key)[name] = torch.cat([getattr(p, key)[name] for p in parts])
+    """Combine the statistics of chunks of samples: concatenate per-sample values, add
+    sums."""
+    if name in parts[0].sq_norms:
+        stats.sq_norms[name] = torch.cat([p.sq_norms[name] for p in parts])
     for key in ("sum_sq", "hist", "hist2d"):
         if name in getattr(parts[0], key):
             getattr(stats, key)[name] = sum(getattr(p, key)[name] for p in parts)
