@@ -7,8 +7,9 @@ a fresh process that trains two copies of the model in interleaved blocks of ste
 plain, one instrumented. The time per step of both is measured in the same process, so the
 overhead ``(instrumented - plain) / plain`` is a ratio measured side by side; peak memory is
 the process's peak resident set. obsbench also runs its first-order quantities without
-histograms (loss, grad_norm, distance, update_size, the three gradient tests, alpha), and
-the same without alpha (``no_alpha``).
+histograms (loss, grad_norm, distance, update_size, the three gradient tests, alpha), the
+same without alpha (``no_alpha``) and without the tests that project on the gradient
+(``norms_only``: loss, grad_norm, distance, update_size, norm_test).
 
 Targets (issue 4): obsbench's economy overhead tracked every step at most a quarter of
 Cockpit's on both models; first-order quantities without histograms at most 1.5x a plain
@@ -22,6 +23,7 @@ Needs Cockpit (README command 2 installs it).
 
     .venv/bin/python benchmarks/instruments_vs_cockpit.py           # about 5 min on 2 cores
     .venv/bin/python benchmarks/instruments_vs_cockpit.py --quick   # smoke test
+    .venv/bin/python benchmarks/instruments_vs_cockpit.py --models cnn --rows economy:1
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def worker(model_name: str, tool: str, config: str, every: int, steps: int, dump
     build = getattr(h, model_name)
     data = h.batches(steps + 2, batch_size=128, seed=1)
     plain = h.plain_step_fn(build(seed=0), lr=LR)
-    names = {"first_order": FIRST_ORDER, "no_alpha": FIRST_ORDER[:-1]}.get(config)
+    names = {"first_order": FIRST_ORDER, "no_alpha": FIRST_ORDER[:-1],
+             "norms_only": FIRST_ORDER[:5]}.get(config)
     values: dict[str, float] = {}
     if tool == "plain":
         instrumented = h.plain_step_fn(build(seed=0), lr=LR)
@@ -128,6 +131,10 @@ def run_worker(model: str, tool: str, config: str, every: int, steps: int, dump:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps, one model")
+    parser.add_argument("--models", default="mlp,cnn", help="comma-separated (mlp, cnn)")
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated CONFIG:EVERY rows, e.g. economy:1,no_alpha:1 "
+                             "(default: all)")
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -135,7 +142,7 @@ def main() -> None:
         worker(model, tool, config, int(every), int(steps), dump)
         return
 
-    models = ["mlp"] if args.quick else ["mlp", "cnn"]
+    models = ["mlp"] if args.quick else args.models.split(",")
     steps = {1: 8 if args.quick else 32, 16: 32 if args.quick else 64}
     print(f"# instruments vs Cockpit 1.0.2 on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, one torch thread, batch 128, SGD; time per step (ms), "
@@ -149,8 +156,10 @@ def main() -> None:
             print(f"{'preset':<12}{'every':>6} | {'Cockpit ms':>10} {'overhead':>9} "
                   f"{'MB':>6} | {'obsbench ms':>11} {'overhead':>9} {'MB':>6} | "
                   f"{'overhead ratio':>14}")
-            rows = [(p, e) for p in PRESETS for e in (1, 16)] + [("first_order", 1),
-                                                                 ("no_alpha", 1)]
+            rows = [(p, e) for p in PRESETS for e in (1, 16)] + [
+                ("first_order", 1), ("no_alpha", 1), ("norms_only", 1)]
+            if args.rows:
+                rows = [(r.split(":")[0], int(r.split(":")[1])) for r in args.rows.split(",")]
             dumps: dict[int, dict[str, float]] = {}
             for config, every in rows:
                 c = run_worker(model, "cockpit", config, every, steps[every], "")
@@ -171,6 +180,8 @@ def main() -> None:
                 if o["peak_mb"] > c["peak_mb"]:
                     misses.append(f"{model} {config} every {every}: peak memory "
                                   f"{o['peak_mb']:.0f} MB > Cockpit's {c['peak_mb']:.0f} MB")
+            if set(dumps) != {1, 16}:
+                continue
             common = sorted(set(dumps[1]) & set(dumps[16]))
             gaps = [abs(dumps[1][k] - dumps[16][k]) / max(abs(dumps[1][k]), 1e-30)
                     for k in common if not (math.isnan(dumps[1][k]) and math.isnan(dumps[16][k]))]

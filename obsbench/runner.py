@@ -191,11 +191,12 @@ def _train(spec: RunSpec, device: torch.device, record: RunRecord) -> None:
         timings.train_s += elapsed
         timings.steps = step
         if monitor is not None:
-            record.instruments = monitor.values
             timings.instruments_s = monitor.seconds
         if record.status == "diverged":
-            return
+            break
         log_evaluation()
+    if monitor is not None:
+        record.instruments = monitor.values
 
 
 def run_and_write(spec: RunSpec, directory: Path) -> tuple[str, str]:

@@ -101,6 +101,9 @@ class StepContext:
     def num_params(self) -> int:
         return self.monitor.num_params
 
+    def scratch(self, key: str) -> dict[str, Tensor]:
+        return self.monitor.scratch(key)
+
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.monitor.started
@@ -244,7 +247,8 @@ class Monitor:
                                      self._penalty if l2_reg else None)
         self.capture = Capture(model, self.params)
         self.generator = torch.Generator().manual_seed(seed)
-        self.values: list[InstrumentValue] = []
+        self._rows: list[tuple[Any, ...]] = []
+        self._values: list[InstrumentValue] = []
         self.seconds = 0.0
         """Seconds spent in the monitor's calls (part of the training step's time)."""
         self.started = time.perf_counter()
@@ -259,6 +263,19 @@ class Monitor:
         self._alpha_end: _AlphaStart | None = None
         self._before: dict[str, Tensor] = {}
         self._kept: _Kept | None = None
+        self._scratch: dict[str, dict[str, Tensor]] = {}
+
+    def scratch(self, key: str) -> dict[str, Tensor]:
+        """Persistent buffers shaped like the parameters, one set per ``key``: allocating
+        parameter-sized tensors afresh every step costs page faults on every call."""
+        if key not in self._scratch:
+            self._scratch[key] = {n: torch.empty_like(p) for n, p in self.params.items()}
+        return self._scratch[key]
+
+    def _snapshot(self, key: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        out = self.scratch(key)
+        torch._foreach_copy_([out[n] for n in tensors], [t.detach() for t in tensors.values()])
+        return out
 
     def _penalty(self, params: Params) -> Tensor | None:
         weights = [p for p in params.values() if p.dim() > 1]
@@ -338,15 +355,15 @@ class Monitor:
                 alpha_end, loss, _var(losses), *_mean_var(slopes / alpha_end.tau)))])
             self._alpha_end = None
         if any(q.two_step for q in due):
-            self._before = {n: p.detach().clone() for n, p in self.params.items()}
+            self._before = self._snapshot("before", self.params)
             if alpha_start:
-                along_g = (ctx.dots_g, {n: g.clone() for n, g in grads.items()}
+                along_g = (ctx.dots_g, self._snapshot("gradient", grads)
                            ) if "dots_g" in needs else None
                 self._kept = _Kept(found, x, y, loss, _var(losses), along_g)
 
     def _finish_two_step(self, step: int) -> None:
         before, self._before = self._before, {}
-        update = differences(self.params, before)
+        update = differences(self.params, before, self.scratch("update"))
         sizes = list(norms(update).items())
         tau = math.sqrt(sum(v * v for _, v in sizes))
         if any(isinstance(q, UpdateSize) for q in self._due):
@@ -357,7 +374,8 @@ class Monitor:
         if tau == 0.0:  # no move: Cockpit reports -1
             self._record(step, "alpha", [(TOTAL, -1.0)])
             return
-        factor = _parallel(update, kept.along_g[1]) if kept.along_g is not None else None
+        factor = (_parallel(update, kept.along_g[1], self.scratch("residual"))
+                  if kept.along_g is not None else None)
         if factor is not None:  # s = factor * g: the projections on g, rescaled
             assert kept.along_g is not None
             dots = kept.along_g[0] * factor
@@ -369,13 +387,20 @@ class Monitor:
                                       tau)
 
     def _record(self, step: int, quantity: str, values: list[Value]) -> None:
-        for layer, value, *hist in values:
-            histogram = None
-            if hist:
-                limits, bins, counts = hist[0]
-                histogram = Histogram(limits=limits, bins=bins, counts=counts)
-            self.values.append(InstrumentValue(step=step, quantity=quantity, layer=layer,
-                                               value=value, hist=histogram))
+        # Plain tuples: the garbage collector stops tracking tuples of atoms, while thousands
+        # of model objects made its collections cost about a millisecond per step.
+        self._rows += [(step, quantity, *value) for value in values]
+
+    @property
+    def values(self) -> list[InstrumentValue]:
+        """Every value measured so far, in the order measured."""
+        if len(self._values) < len(self._rows):
+            self._values += [
+                InstrumentValue(step=step, quantity=quantity, layer=layer, value=value,
+                                hist=Histogram(limits=hist[0][0], bins=hist[0][1],
+                                               counts=hist[0][2]) if hist else None)
+                for step, quantity, layer, value, *hist in self._rows[len(self._values):]]
+        return self._values
 
 
 def _updates_along_gradient(optimizer: torch.optim.Optimizer | None) -> bool:
@@ -388,7 +413,8 @@ PARALLEL_RTOL = 1e-3
 """How far (relative, in norm) an update may be from ``c g`` and still count as parallel."""
 
 
-def _parallel(update: dict[str, Tensor], g: dict[str, Tensor]) -> float | None:
+def _parallel(update: dict[str, Tensor], g: dict[str, Tensor], scratch: dict[str, Tensor]
+              ) -> float | None:
     """``c`` with ``update = c g`` up to the rounding of the parameters, or None.
 
     Then ``g_n . update = c (g_n . g)``, which saves a projection (plain SGD: ``c = -lr``;
@@ -398,14 +424,19 @@ def _parallel(update: dict[str, Tensor], g: dict[str, Tensor]) -> float | None:
     ``PARALLEL_RTOL`` of the update's norm changes each projection by at most that fraction
     of ``||g_n|| ||update||``.
     """
-    u = torch.cat([t.reshape(-1) for t in update.values()])
-    v = torch.cat([g[n].reshape(-1) for n in update])
-    gg = float(v @ v)
+    names = list(update)
+    u, v = [update[n] for n in names], [g[n] for n in names]
+    gg = sum(float(torch.dot(t.reshape(-1), t.reshape(-1))) for t in v)
     if gg == 0.0:
         return None
-    c = float(u @ v) / gg
-    residual = float(torch.linalg.vector_norm(u - c * v))
-    return c if residual <= PARALLEL_RTOL * float(torch.linalg.vector_norm(u)) else None
+    c = sum(float(torch.dot(a.reshape(-1), b.reshape(-1))) for a, b in zip(u, v, strict=True)
+            ) / gg
+    residual = [scratch[n] for n in names]
+    torch._foreach_copy_(residual, u)
+    torch._foreach_add_(residual, v, alpha=-c)
+    r = math.sqrt(sum(x * x for x in norms(dict(zip(names, residual, strict=True))).values()))
+    size = math.sqrt(sum(x * x for x in norms(update).values()))
+    return c if r <= PARALLEL_RTOL * size else None
 
 
 def _var(values: Tensor) -> float:
