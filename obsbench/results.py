@@ -3,7 +3,7 @@
 A run record is one JSON file per run, ``<run_id>.json``, written atomically (temporary file
 in the same directory, fsync, rename), so a killed sweep never leaves a partial record.
 Tables are tidy: ``runs`` (one row per run), ``curves`` (``run_id, epoch, split, metric,
-value``) and ``instruments`` (``run_id, step, quantity, layer, value``).
+value``) and ``instruments`` (``run_id, step, quantity, layer, value, hist``).
 """
 
 from __future__ import annotations

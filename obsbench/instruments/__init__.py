@@ -75,12 +75,16 @@ class Scheduled(Spec):
         return step % (self.every or 1) == 0
 
 
-Need = Literal["grads", "initial", "losses", "norms", "dots_g", "sum_sq", "hist", "hist2d",
-               "diag", "max_ev", "update"]
-
-
 class Quantity(Scheduled):
-    """One quantity; subclasses set ``needs`` and implement :meth:`compute`."""
+    """One quantity; subclasses set ``needs`` and implement :meth:`compute`.
+
+    ``needs`` names what the engine must provide at a due step, computed once for all due
+    quantities: ``grads`` (mini-batch gradient), ``initial`` (parameters at step 0),
+    ``losses`` (individual losses), ``norms`` (``||g_n||^2``), ``dots_g`` (``g_n . g``),
+    ``sum_sq`` (``sum_n g_n^2``), ``hist``/``hist2d`` (gradient element histograms), ``diag``
+    (diagonal curvature), ``max_ev`` (Hessian-vector products), ``update`` (parameters
+    before and after the optimizer's step).
+    """
 
     kind: str
     needs: ClassVar[frozenset[str]] = frozenset()
