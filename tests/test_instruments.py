@@ -126,7 +126,7 @@ def _reference(model: nn.Module, history, batches, l2: float, lr: float = 0.05) 
         for n in range(B):
             ln = _ce(model(x[n:n + 1]), y[n:n + 1]).sum()
             reg = 0.5 * l2 * sum(p.square().sum() for p in params if p.dim() > 1)
-            losses.append(float(ln))
+            losses.append(float(ln.detach()))
             per_sample.append(torch.cat([g.reshape(-1) for g in
                                          torch.autograd.grad(ln + reg, params)]))
         G = torch.stack(per_sample)  # (B, D)
