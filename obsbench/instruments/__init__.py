@@ -120,7 +120,7 @@ def differences(current: dict[str, Tensor], reference: dict[str, Tensor],
     return out
 
 
-def _total_norm(values: list[tuple[str, float]]) -> list[Value]:
+def total_norm(values: list[tuple[str, float]]) -> list[Value]:
     return [*values, (TOTAL, math.sqrt(sum(v * v for _, v in values)))]
 
 
@@ -140,7 +140,7 @@ class GradNorm(Quantity):
     needs = frozenset({"grads"})
 
     def compute(self, ctx: StepContext) -> list[Value]:
-        return _total_norm(list(ctx.grad_norms.items()))
+        return total_norm(list(ctx.grad_norms.items()))
 
 
 class Distance(Quantity):
@@ -152,7 +152,7 @@ class Distance(Quantity):
 
     def compute(self, ctx: StepContext) -> list[Value]:
         moved = differences(ctx.params, ctx.initial, ctx.scratch("distance"))
-        return _total_norm(list(norms(moved).items()))
+        return total_norm(list(norms(moved).items()))
 
 
 class UpdateSize(Quantity):
@@ -386,17 +386,22 @@ class MeanGSNR(Quantity):
         return [(TOTAL, total / ctx.num_params)]
 
 
-def _plain_sgd(ctx: StepContext, name: str) -> float:
-    """The single learning rate of zero-momentum SGD; the derivations below assume it."""
+def is_plain_sgd(optimizer: object) -> bool:
+    """Whether ``optimizer`` is ``torch.optim.SGD`` without momentum, dampening, weight decay
+    or Nesterov, i.e. its update is ``-lr g``."""
     import torch
 
-    opt = ctx.optimizer
-    groups = opt.param_groups if opt is not None else []
-    plain = type(opt) is torch.optim.SGD and all(
+    return type(optimizer) is torch.optim.SGD and all(
         g.get("momentum", 0) == 0 and g.get("dampening", 0) == 0
-        and g.get("weight_decay", 0) == 0 and not g.get("nesterov", False) for g in groups)
-    lrs = {float(g["lr"]) for g in groups}
-    if not plain or len(lrs) != 1:
+        and g.get("weight_decay", 0) == 0 and not g.get("nesterov", False)
+        for g in optimizer.param_groups)
+
+
+def _plain_sgd(ctx: StepContext, name: str) -> float:
+    """The single learning rate of zero-momentum SGD; the derivations below assume it."""
+    opt = ctx.optimizer
+    lrs = {float(g["lr"]) for g in opt.param_groups} if opt is not None else set()
+    if not is_plain_sgd(opt) or len(lrs) != 1:
         raise ValueError(f"{name} is derived for plain SGD (no momentum, dampening or weight "
                          "decay, one learning rate); this run's optimizer is "
                          f"{type(opt).__name__ if opt is not None else 'unknown'}")

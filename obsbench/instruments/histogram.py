@@ -41,11 +41,12 @@ def _thresholds(lo: float, hi: float, bins: int, dtype: torch.dtype) -> Tensor:
     is exactly ``x >= t[k]``."""
     edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64).to(dtype)
     ks = torch.arange(bins + 1)
+    interior = (ks > 0) & (ks < bins)  # the outer two become -inf and +inf below
     inf = torch.tensor(float("inf"), dtype=dtype)
-    for _ in range(64):  # nudge every edge to the exact first value of its bin
-        below = bin_index(edges, lo, hi, bins) < ks
+    for _ in range(64):  # nudge every interior edge to the exact first value of its bin
+        below = (bin_index(edges, lo, hi, bins) < ks) & interior
         lower = torch.nextafter(edges, -inf)
-        too_high = (bin_index(lower, lo, hi, bins) >= ks) & (ks > 0)
+        too_high = (bin_index(lower, lo, hi, bins) >= ks) & interior
         if not bool(below.any() or too_high.any()):
             break
         edges = torch.where(below, torch.nextafter(edges, inf), torch.where(too_high, lower,

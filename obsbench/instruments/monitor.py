@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from obsbench.instruments import (
@@ -46,7 +45,9 @@ from obsbench.instruments import (
     _Curvature,
     differences,
     expand,
+    is_plain_sgd,
     norms,
+    total_norm,
 )
 from obsbench.instruments.persample import (
     MAX_ELEMENTS,
@@ -158,20 +159,15 @@ class StepContext:
     def _ggn(self, params: Params) -> dict[str, Tensor]:
         from obsbench.instruments import curvature as c
 
-        model, functional = self.monitor.model, self.monitor.functional
-
-        def outputs_of(p: Params, x: Tensor) -> Tensor:
-            buffers = {n: b.clone() for n, b in model.named_buffers()}
-            return functional_call(model, (p, buffers), (x,))
-
+        functional = self.monitor.functional
         if self.y is None:
             raise ValueError("curvature: ggn needs a loss on model outputs with targets; use "
                              "curvature: hessian or hutchinson for this problem")
         diag = ggn_diagonal_layers(self.monitor.capture, functional, params, self.x, self.y
                                    ) if self.monitor.closed_forms else None
         if diag is None:
-            diag = c.ggn_diagonal(outputs_of, functional.per_example_loss, params, self.x, self.y,
-                                  max_elements=self.monitor.max_elements)
+            diag = c.ggn_diagonal(functional.outputs, functional.per_example_loss, params,
+                                  self.x, self.y, max_elements=self.monitor.max_elements)
         l2 = self.monitor.l2_reg
         if l2:  # the L2 penalty's Hessian: l2 on every weight (parameters of dim > 1)
             diag = {n: d + l2 if params[n].dim() > 1 else d for n, d in diag.items()}
@@ -328,7 +324,7 @@ class Monitor:
                  due: list[Quantity], alpha_end: _AlphaStart | None) -> None:
         needs = set().union(*(q.needs for q in due))
         alpha_start = any(isinstance(q, Alpha) for q in due)
-        if alpha_start and _updates_along_gradient(self.optimizer):
+        if alpha_start and is_plain_sgd(self.optimizer):
             needs.add("dots_g")  # likely reused for the projections on the update
         found = self.capture.per_sample(int(x.shape[0])) if self._capturing else {}
         grads = {n: p.grad.detach() if p.grad is not None else torch.zeros_like(p)
@@ -364,10 +360,10 @@ class Monitor:
     def _finish_two_step(self, step: int) -> None:
         before, self._before = self._before, {}
         update = differences(self.params, before, self.scratch("update"))
-        sizes = list(norms(update).items())
-        tau = math.sqrt(sum(v * v for _, v in sizes))
+        sizes = total_norm(list(norms(update).items()))
+        tau = sizes[-1][1]
         if any(isinstance(q, UpdateSize) for q in self._due):
-            self._record(step, "update_size", [*sizes, (TOTAL, tau)])
+            self._record(step, "update_size", sizes)
         kept, self._kept = self._kept, None
         if kept is None:
             return
@@ -401,12 +397,6 @@ class Monitor:
                                                counts=hist[0][2]) if hist else None)
                 for step, quantity, layer, value, *hist in self._rows[len(self._values):]]
         return self._values
-
-
-def _updates_along_gradient(optimizer: torch.optim.Optimizer | None) -> bool:
-    """Whether the optimizer is plain SGD (its update is ``-lr g``)."""
-    return type(optimizer) is torch.optim.SGD and all(
-        not g.get("momentum") and not g.get("weight_decay") for g in optimizer.param_groups)
 
 
 PARALLEL_RTOL = 1e-3

@@ -189,10 +189,14 @@ class Functional:
     per_example_loss: PerExampleLoss
     regularizer: Callable[[Params], Tensor | None] | None = None
 
+    def outputs(self, params: Params, x: Tensor) -> Tensor:
+        """Model outputs at ``params``, on copies of the buffers (BatchNorm statistics stay)."""
+        buffers = {n: b.clone() for n, b in self.model.named_buffers()}
+        return functional_call(self.model, (params, buffers), (x,))
+
     def losses(self, params: Params, x: Tensor, y: Tensor | None) -> Tensor:
         """Per-example objective ``l_n + R`` at ``params`` (a full parameter dict)."""
-        buffers = {n: b.clone() for n, b in self.model.named_buffers()}
-        out = self.per_example_loss(functional_call(self.model, (params, buffers), (x,)), y)
+        out = self.per_example_loss(self.outputs(params, x), y)
         reg = self.regularizer(params) if self.regularizer is not None else None
         return out if reg is None else out + reg
 
@@ -328,11 +332,10 @@ def ggn_diagonal_layers(capture: Capture, functional: Functional, params: Params
     if set(params) - covered:
         return None
     free = {n: p.detach().requires_grad_() for n, p in params.items()}
-    buffers = {n: b.clone() for n, b in functional.model.named_buffers()}
     capture.outputs = {}
     try:
         with capture:
-            out = functional_call(functional.model, (free, buffers), (x,))
+            out = functional.outputs(free, x)
         outputs, inputs = capture.outputs, capture.inputs
     finally:
         capture.outputs = None
