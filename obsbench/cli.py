@@ -35,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="obsbench", description=(
         "Benchmark and debug deep-learning optimizers: validate YAML specs, run suites of "
-        "training runs, and tabulate their results."))
+        "training runs, tabulate their results and report them against baselines."))
     parser.add_argument("--version", action="version", version=f"obsbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
@@ -117,6 +117,29 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--results", type=Path, metavar="DIR",
                    help="the suite's run records (default: results/<SUITE>)")
 
+    p = commands.add_parser("report", help="score results and write the HTML and PDF report",
+                            description="Score one or more RESULTS folders (run records of "
+                            "`obsbench run`, or tables: a baseline, `obsbench import` output) and "
+                            "write a self-contained HTML report and a PDF of it (tables over "
+                            "200 rows stay in the HTML): "
+                            "performance, learning curves, time to target with performance "
+                            "profiles and benchmark scores, tuning budget and sensitivity, "
+                            "ranking, published vs reproduced, provenance.")
+    p.add_argument("results", nargs="+", type=Path, metavar="RESULTS",
+                   help="results folders (run records or runs.parquet/curves.parquet)")
+    p.add_argument("--baseline", metavar="NAME",
+                   help="compare the others with this one: the name of a RESULTS folder, or "
+                   "of a baseline in --baselines (added to the RESULTS)")
+    p.add_argument("--baselines", type=Path, default=Path("baselines"), metavar="DIR",
+                   help="where --baseline looks for baselines (default: baselines/)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="output folder for report.html and report.pdf (default: "
+                   "reports/<first RESULTS name>[-vs-<baseline>])")
+    p.add_argument("--specs", type=Path, default=Path("specs"), metavar="DIR",
+                   help="spec root whose files the provenance hashes (default: specs/)")
+    p.add_argument("--title", help="report title (default: from the RESULTS names)")
+    p.add_argument("--no-pdf", action="store_true", help="write the HTML file only")
+
     p = commands.add_parser("inspect", help="draw a run's Cockpit-style dashboard",
                             description="Draw the Cockpit-style dashboard of one run (step "
                             "size, gradients and curvature instruments, learning rate, "
@@ -134,7 +157,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"validate": _validate, "schema": _schema, "run": _run, "table": _table,
-               "import": _import, "baselines": _baselines, "inspect": _inspect}
+               "import": _import, "baselines": _baselines, "inspect": _inspect,
+               "report": _report}
     try:
         return handler[args.command](args)
     except SpecError as exc:
@@ -433,3 +457,39 @@ def _inspect(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from obsbench import report
+    from obsbench.report.provenance import command_line
+
+    paths: list[Path] = list(args.results)
+    names = [p.resolve().name for p in paths]
+    baseline: str | None = args.baseline
+    if baseline is not None and baseline not in names:
+        folder = args.baselines / baseline
+        if not (folder / "runs.parquet").is_file():
+            raise UserError(f"--baseline: '{baseline}' is neither a RESULTS folder nor a "
+                            f"baseline in {args.baselines}/")
+        paths.append(folder)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out: {args.out} exists and is not a directory")
+    out: Path = args.out or Path("reports") / (
+        names[0] + (f"-vs-{baseline}" if baseline and baseline != names[0] else ""))
+    console = Console(stderr=True)
+    with console.status("reading results", spinner="line") as status:
+        try:
+            sources = [report.load_source(p) for p in paths]
+            status.update("scoring and drawing")
+            built = report.build(sources, baseline=baseline, commands=[command_line()],
+                                 specs_root=args.specs, title=args.title)
+            status.update("rendering HTML" + ("" if args.no_pdf else " and PDF"))
+            written = report.write(built, out, pdf=not args.no_pdf)
+        except report.ReportError as exc:
+            raise UserError(str(exc)) from None
+        except OSError as exc:
+            raise UserError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
+    print("wrote " + " and ".join(str(p) for p in written))
+    return 0

@@ -41,7 +41,8 @@ def project(tmp_path: Path) -> Path:
     (work / "specs" / "suites" / "smoke.yaml").write_text(
         "kind: benchmark\nproblems: [quadratic_deep, two_d_beale]\noptimizers: [adam, sgd]\n"
         "num_epochs: 2\nseeds: [42]\n")
-    (work / "params.yaml").write_text("suite: smoke\nworkers: 1\n")
+    (work / "params.yaml").write_text("suite: smoke\nbaseline: cv_quadratic_oneshot\n"
+                                      "workers: 1\n")
     _sh("git", "init", "-q", cwd=work)
     _sh("dvc", "init", "-q", cwd=work)
     return work
@@ -54,6 +55,9 @@ def test_dvc_repro_runs_the_suite_into_tables_and_caches(project: Path) -> None:
     curves = read_table(project / "results" / "tables" / "curves.parquet")
     assert len(runs) == 4 and set(runs["suite"]) == {"smoke"}
     assert set(curves["epoch"]) == {0, 1, 2}
+    report = project / "reports" / "smoke"
+    assert (report / "report.pdf").read_bytes()[:5] == b"%PDF-"
+    assert "Verdicts against cv_quadratic_oneshot" in (report / "report.html").read_text()
     assert "up to date" in _sh("dvc", "repro", cwd=project)
 
     # a changed spec reruns the pipeline
