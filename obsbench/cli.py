@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                             "go to stderr, one line each; exit 0 if all are valid, 2 if not.")
     p.add_argument("paths", nargs="*", type=Path, default=[Path("specs")], metavar="PATH",
                    help="spec files, family directories or spec roots (default: specs/)")
+    p.add_argument("--pipeline", type=Path, metavar="PARAMS",
+                   help="also check a DVC params file (params.yaml): its suite must list "
+                   "exactly the optimizers in its `optimizers`")
 
     p = commands.add_parser("schema", help="write the JSON Schema of every spec family",
                             description="Write the JSON Schema of every spec family, for "
@@ -65,17 +68,37 @@ def _parser() -> argparse.ArgumentParser:
                    help="parallel runs; each gets cores/N threads (default: 1)")
     p.add_argument("--tiny", action="store_true",
                    help="use every problem's tiny variant (few samples, 2 epochs)")
+    p.add_argument("--optimizer", metavar="NAME",
+                   help="run only this optimizer's runs of the suite (one of its optimizers)")
+    p.add_argument("--plan", type=Path, metavar="DIR",
+                   help="run nothing: write DIR/<optimizer>.json, what each optimizer's runs "
+                   "depend on (the suite's settings, the tuning spec, the run ids), for the "
+                   "DVC pipeline's per-optimizer stages")
 
     p = commands.add_parser("table", help="write a tidy results table",
                             description="Read the run records in DIR and write one tidy "
                             "table: runs (one row per run), curves (run_id, epoch, split, "
                             "metric, value) or instruments (run_id, step, quantity, layer, "
                             "value). The format follows the suffix: .parquet or .csv.")
-    p.add_argument("directory", type=Path, metavar="DIR", help="a directory of run records")
+    p.add_argument("directory", nargs="+", type=Path, metavar="DIR",
+                   help="a directory of run records, or of folders of run records (one per "
+                   "optimizer, as the DVC pipeline writes them)")
     p.add_argument("--table", choices=["runs", "curves", "instruments"], default="runs",
                    help="which table (default: runs)")
     p.add_argument("--out", type=Path, metavar="FILE",
                    help="output file, .parquet or .csv (default: DIR/<table>.parquet)")
+
+    p = commands.add_parser("scores", help="write score tables and DVC metrics",
+                            description="Score the runs in RESULTS (run records or "
+                            "runs.parquet/curves.parquet, as `obsbench report` reads them) and "
+                            "write DIR/performance.csv (final and best test performance per "
+                            "problem and solver), ranking.csv, benchmark.csv (AlgoPerf's "
+                            "benchmark score), profile.csv (performance profiles), curves.csv "
+                            "(seed-mean test curves of the chosen settings) and metrics.json "
+                            "(for `dvc metrics`).")
+    p.add_argument("results", nargs="+", type=Path, metavar="RESULTS",
+                   help="results folders (run records or runs.parquet/curves.parquet)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
 
     p = commands.add_parser("import", help="import published results (DeepOBS, Crowded Valley)",
                             description="Import published optimizer-benchmark runs into "
@@ -140,6 +163,41 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--title", help="report title (default: from the RESULTS names)")
     p.add_argument("--no-pdf", action="store_true", help="write the HTML file only")
 
+    p = commands.add_parser("submit", help="bundle an optimizer's runs for submission",
+                            description="Write a submission bundle: the optimizer's run records "
+                            "in a suite, the specs they need, the environment and a manifest "
+                            "of sha256 checksums. Every run of the optimizer in the suite must "
+                            "have finished.")
+    p.add_argument("optimizer", metavar="OPTIMIZER", help="optimizer id")
+    p.add_argument("--suite", metavar="SUITE",
+                   help="suite id (default: the one suite the records in --results name)")
+    p.add_argument("--results", type=Path, metavar="DIR",
+                   help="the suite's run records (default: results/<SUITE>)")
+    p.add_argument("--specs", type=Path, default=Path("specs"), metavar="DIR",
+                   help="spec root (default: specs/)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="bundle folder, must not exist (default: "
+                   "submissions/<OPTIMIZER>-<SUITE>)")
+
+    p = commands.add_parser("verify", help="check a submission bundle and re-run a sample",
+                            description="Check a submission bundle without trusting it: "
+                            "layout (no absolute paths, '..', links or files over 64 MiB), "
+                            "manifest schema and checksums, spec validity, that each record is "
+                            "the run its specs define; then re-run a random sample of its runs "
+                            "and compare their curves within a tolerance. Prints one verdict "
+                            "line; exit 0 if verified, 2 if not.")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="the bundle folder")
+    p.add_argument("--trust", action="store_true",
+                   help="allow `kind: import` optimizers (imports and runs their code)")
+    p.add_argument("--sample", default="2", metavar="N|all",
+                   help="how many runs to re-run, or 'all' (default: 2)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the sample's random choice (default: 0)")
+    p.add_argument("--rtol", type=float, default=1e-5, metavar="R",
+                   help="relative tolerance of re-run curves (default: 1e-05; absolute 1e-08)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="parallel re-runs (default: 1)")
+
     p = commands.add_parser("inspect", help="draw a run's Cockpit-style dashboard",
                             description="Draw the Cockpit-style dashboard of one run (step "
                             "size, gradients and curvature instruments, learning rate, "
@@ -158,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"validate": _validate, "schema": _schema, "run": _run, "table": _table,
                "import": _import, "baselines": _baselines, "inspect": _inspect,
-               "report": _report}
+               "submit": _submit, "verify": _verify,
+               "report": _report, "scores": _scores}
     try:
         return handler[args.command](args)
     except SpecError as exc:
@@ -181,6 +240,8 @@ def _validate(args: argparse.Namespace) -> int:
     from obsbench.catalog import validate_paths
 
     checked, issues = validate_paths(args.paths)
+    if args.pipeline is not None and not issues:
+        issues = _pipeline_issues(args.pipeline, args.paths)
     if issues:
         _print_issues(issues)
         files = len({i.file for i in issues})
@@ -189,6 +250,37 @@ def _validate(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     print(f"{checked} spec file(s) valid")
     return 0
+
+
+def _pipeline_issues(params: Path, paths: Sequence[Path]) -> list[Issue]:
+    """Problems of a DVC params file: its ``suite`` must list exactly its ``optimizers``
+    (the pipeline runs one stage per entry of the latter)."""
+    import yaml
+
+    from obsbench.catalog import load_catalog
+    from obsbench.suite import Benchmark
+
+    try:
+        doc = yaml.safe_load(params.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"--pipeline: cannot read {params}: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("suite"), str) \
+            or not isinstance(doc.get("optimizers"), list):
+        raise UserError(f"--pipeline: {params} needs `suite` (a suite id) and `optimizers` "
+                        "(a list of optimizer ids)")
+    root = next((p for p in paths if (p / "suites").is_dir()), Path("specs"))
+    catalog = load_catalog(root)
+    suite = catalog.get("suites", doc["suite"])  # raises with a suggestion if unknown
+    assert isinstance(suite, Benchmark)
+    shown = catalog.entries["suites"][doc["suite"]].display
+    wanted = [str(o) for o in doc["optimizers"]]
+    issues = [Issue(str(params), None, ("optimizers",), f"'{name}' is not in suite "
+                    f"{doc['suite']}'s optimizers ({shown}); list it in both")
+              for name in wanted if name not in suite.optimizers]
+    issues += [Issue(shown, None, ("optimizers",), f"'{name}' is not in {params}'s "
+                     "optimizers, so `dvc repro` would not run it; list it in both")
+               for name in suite.optimizers if name not in wanted]
+    return issues
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -230,7 +322,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers: must be at least 1 (got {args.workers})")
     from obsbench.catalog import load_catalog
     from obsbench.results import RecordError, read_records, write_selection
-    from obsbench.suite import Benchmark, expand, select
+    from obsbench.suite import Benchmark, expand, plan, select
 
     root, suite_id = _resolve_suite(args.suite, args.specs)
     catalog = load_catalog(root)
@@ -246,19 +338,35 @@ def _run(args: argparse.Namespace) -> int:
     relevant = [i for i in catalog.issues if i.file in involved]
     if relevant:
         raise SpecError(relevant)
+    only: str | None = args.optimizer
+    if only is not None and only not in suite.optimizers:
+        raise UserError(f"--optimizer: '{only}' is not in suite {suite_id}'s optimizers "
+                        f"({', '.join(suite.optimizers)}); add it to "
+                        f"{catalog.entries['suites'][suite_id].display}")
+    if args.plan is not None:
+        args.plan.mkdir(parents=True, exist_ok=True)
+        for name in [only] if only else suite.optimizers:
+            payload = plan(suite_id, catalog, name, tiny=args.tiny)
+            (args.plan / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+        print(f"wrote the plans of {1 if only else len(suite.optimizers)} optimizer(s) "
+              f"to {args.plan}/")
+        return 0
     results = args.results or Path("results") / suite_id
     workers = _workers(args.workers)
-    code = _sweep(expand(suite_id, catalog, tiny=args.tiny), results, workers, suite_id)
+    name = f"{suite_id} {only}" if only else suite_id
+    code = _sweep(expand(suite_id, catalog, tiny=args.tiny, optimizer=only), results, workers,
+                  name)
     if code == 130:
         return code
     # second phase: choose each problem and optimizer's best trial, then re-run it
     try:
-        choices, reruns = select(suite_id, catalog, read_records(results), tiny=args.tiny)
+        choices, reruns = select(suite_id, catalog, read_records(results), tiny=args.tiny,
+                                 optimizer=only)
     except RecordError as exc:
         raise UserError(str(exc)) from None
     write_selection(results, choices)
     if reruns:
-        rerun_code = _sweep(reruns, results, workers, f"{suite_id} re-runs")
+        rerun_code = _sweep(reruns, results, workers, f"{name} re-runs")
         code = rerun_code if rerun_code else code
     return code
 
@@ -307,24 +415,52 @@ def _sweep(runs: list[RunSpec], results: Path, workers: int, name: str) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from obsbench.results import RecordError, build_table, read_records, record_paths, write_table
 
-    directory: Path = args.directory
-    out: Path = args.out or directory / f"{args.table}.parquet"
+    directories: list[Path] = args.directory
+    out: Path = args.out or directories[0] / f"{args.table}.parquet"
     if out.suffix not in {".parquet", ".csv"}:
         raise UserError(f"--out: unknown table format '{out.suffix}' ({out}); "
                         "use .parquet or .csv")
-    if not directory.is_dir():
-        raise UserError(f"{directory}: not a directory of run records")
-    if not record_paths(directory):
-        raise UserError(f"{directory}: no run records (*.json) found")
+    folders: list[Path] = []  # each with its own selection.json
+    for directory in directories:
+        if not directory.is_dir():
+            raise UserError(f"{directory}: not a directory of run records")
+        found = ([directory] if record_paths(directory) else
+                 sorted(d for d in directory.iterdir() if d.is_dir() and record_paths(d)))
+        if not found:
+            raise UserError(f"{directory}: no run records (*.json) found, nor folders of them")
+        folders += found
     try:
-        records = list(read_records(directory))
+        frames = [build_table(args.table, list(read_records(d)), d) for d in folders]
     except RecordError as exc:
         raise UserError(str(exc)) from None
-    frame = build_table(args.table, records, directory)
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if len(frames) > 1 and args.table == "runs":
+        frame = frame.sort_values(["suite", "problem", "optimizer", "seed", "run_id"],
+                                  ignore_index=True)
     write_table(frame, out)
     print(f"wrote {args.table} table ({len(frame)} rows) to {out}")
+    return 0
+
+
+def _scores(args: argparse.Namespace) -> int:
+    from obsbench import report
+
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} exists and is not a directory")
+    try:
+        tables, headline = report.score_tables([report.load_source(p) for p in args.results])
+    except report.ReportError as exc:
+        raise UserError(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        frame.to_csv(out / f"{name}.csv", index=False)
+    (out / "metrics.json").write_text(json.dumps(headline, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {', '.join(tables)} (.csv) and metrics.json to {out}/")
     return 0
 
 
@@ -455,9 +591,6 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def _report(args: argparse.Namespace) -> int:
     from rich.console import Console
@@ -493,3 +626,57 @@ def _report(args: argparse.Namespace) -> int:
             raise UserError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
     print("wrote " + " and ".join(str(p) for p in written))
     return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from obsbench.submission import SubmissionError, submit
+
+    try:
+        done = submit(args.optimizer, specs=args.specs, results=args.results, suite=args.suite,
+                      out=args.out)
+    except SubmissionError as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {done.path}/: {done.runs} runs, {done.specs} specs")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from obsbench.submission import SubmissionError, verify
+
+    sample: int | None
+    if args.sample == "all":
+        sample = None
+    else:
+        try:
+            sample = int(args.sample)
+        except ValueError:
+            sample = -1
+        if sample < 0:
+            raise UserError(f"--sample: a number of runs or 'all' (got '{args.sample}')")
+    if not args.rtol >= 0:
+        raise UserError(f"--rtol: must be at least 0 (got {args.rtol})")
+    if args.workers < 1:
+        raise UserError(f"--workers: must be at least 1 (got {args.workers})")
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task("re-running", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            result = verify(args.bundle, trust=args.trust, sample=sample, seed=args.seed,
+                            rtol=args.rtol, workers=args.workers, progress=progress)
+        except SubmissionError as exc:
+            raise UserError(str(exc)) from None
+    print(result.verdict)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

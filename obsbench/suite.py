@@ -112,20 +112,35 @@ def trials(tuning: TuningBase, optimizer: Any) -> list[Trial]:
     return tuning.trials(tuning.effective_space(optimizer.search_space))
 
 
-def expand(suite_id: str, catalog: Catalog, tiny: bool = False) -> list[RunSpec]:
-    """The first phase of a suite: every trial of every problem x optimizer, with the trial
-    seeds (or the suite's own ``seeds``), in a stable order."""
+def _optimizers(suite_id: str, suite: Benchmark, optimizer: str | None) -> list[str]:
+    if optimizer is None:
+        return suite.optimizers
+    if optimizer not in suite.optimizers:
+        raise ValueError(f"optimizer '{optimizer}' is not in suite {suite_id}'s optimizers "
+                         f"({', '.join(suite.optimizers)})")
+    return [optimizer]
+
+
+def expand(suite_id: str, catalog: Catalog, tiny: bool = False,
+           optimizer: str | None = None) -> list[RunSpec]:
+    """The first phase of a suite: every trial of every problem x optimizer (or of the one
+    ``optimizer``), with the trial seeds (or the suite's own ``seeds``), in a stable order.
+
+    Raises:
+        ValueError: ``optimizer`` is not one of the suite's.
+    """
     suite, tuning, instruments = _resolved(suite_id, catalog)
     seeds = suite.seeds if suite.seeds is not None else tuning.trial_seeds()
+    optimizer_ids = _optimizers(suite_id, suite, optimizer)
     runs = []
     for problem_id in suite.problems:
         problem = _problem(suite, catalog, problem_id)
-        for optimizer_id in suite.optimizers:
+        for optimizer_id in optimizer_ids:
             base = catalog.get("optimizers", optimizer_id)
             for index, trial in enumerate(trials(tuning, base)):
-                optimizer = base.with_hyperparameters(trial) if trial else base  # type: ignore[attr-defined]
+                resolved = base.with_hyperparameters(trial) if trial else base  # type: ignore[attr-defined]
                 runs += [RunSpec(suite=suite_id, problem_id=problem_id, problem=problem,
-                                 optimizer_id=optimizer_id, optimizer=optimizer,
+                                 optimizer_id=optimizer_id, optimizer=resolved,
                                  instruments=instruments, seed=seed, tiny=tiny, trial=index)
                          for seed in seeds]
     return runs
@@ -144,9 +159,11 @@ class Choice(BaseModel):
 
 
 def select(suite_id: str, catalog: Catalog, records: Iterable[RunRecord],
-           tiny: bool = False) -> tuple[list[Choice], list[RunSpec]]:
+           tiny: bool = False, optimizer: str | None = None
+           ) -> tuple[list[Choice], list[RunSpec]]:
     """The second phase: choose each problem x optimizer's best trial from the first phase's
-    records, and the re-runs of it (those already run keep their ids and are skipped).
+    records, and the re-runs of it (those already run keep their ids and are skipped); only
+    ``optimizer``'s where given.
 
     A suite with its own ``seeds``, or with a single trial, has nothing to choose between
     beyond the defaults; its re-runs use the tuning spec's re-run seeds unless the suite
@@ -154,7 +171,7 @@ def select(suite_id: str, catalog: Catalog, records: Iterable[RunRecord],
     """
     suite, tuning, _ = _resolved(suite_id, catalog)
     by_id = {r.run_id: r for r in records}
-    first = expand(suite_id, catalog, tiny)
+    first = expand(suite_id, catalog, tiny, optimizer)
     choices, reruns = [], []
     for (problem_id, optimizer_id), group in itertools.groupby(
             first, key=lambda r: (r.problem_id, r.optimizer_id)):
@@ -178,3 +195,19 @@ def select(suite_id: str, catalog: Catalog, records: Iterable[RunRecord],
             reruns += [chosen.model_copy(update={"seed": seed})
                        for seed in tuning.rerun_seed_list()]
     return choices, reruns
+
+
+def plan(suite_id: str, catalog: Catalog, optimizer: str, tiny: bool = False) -> dict[str, Any]:
+    """Everything the runs of one optimizer in a suite depend on, as JSON data: the suite's
+    settings less its list of optimizers, the resolved tuning spec and the ids of the first
+    phase's runs (hashes of the resolved problem, optimizer and instrument specs and seeds).
+
+    The DVC pipeline's per-optimizer run stages depend on this instead of on spec files, so
+    an optimizer's runs are redone exactly when a spec they use changes: adding another
+    optimizer to the suite, or editing a problem the suite does not use, leaves them alone.
+    """
+    suite, tuning, _ = _resolved(suite_id, catalog)
+    return {"suite": suite_id, "optimizer": optimizer, "tiny": tiny,
+            "settings": suite.model_dump(mode="json", exclude={"optimizers"}),
+            "tuning": tuning.model_dump(mode="json"),
+            "runs": [r.run_id for r in expand(suite_id, catalog, tiny, optimizer)]}

@@ -101,6 +101,19 @@ def load_source(path: Path, name: str | None = None) -> Source:
                  meta.get("specs", {}).get("problems", {}).items() if isinstance(v, dict)}
         runs["problem_kind"] = runs["problem"].map(lambda p: kinds.get(str(p), p))
         return Source(name, path, "tables", runs, curves, meta)
+    submission = None
+    if (path / "manifest.json").is_file() and (path / "runs").is_dir():
+        # a submission bundle (obsbench submit): its records are in runs/
+        from obsbench.submission import SubmissionError, read_manifest, sha256_file
+
+        try:
+            manifest = read_manifest(path)
+        except SubmissionError as exc:
+            raise ReportError(f"{path}: {exc}") from None
+        submission = {"bundle": str(path), "optimizer": manifest.optimizer,
+                      "suite": manifest.suite, "created": manifest.created,
+                      "manifest_sha256": sha256_file(path / "manifest.json")}
+        path = path / "runs"
     if record_paths(path):
         try:
             records = list(read_records(path))
@@ -110,6 +123,9 @@ def load_source(path: Path, name: str | None = None) -> Source:
         runs = runs_table(records, choices)
         kind = {r.run_id: r.spec.problem.kind for r in records}
         runs["problem_kind"] = runs["run_id"].map(kind)
+        if submission is not None:
+            return Source(name, path.parent, "submission", runs, curves_table(records),
+                          {"submission": submission})
         return Source(name, path, "run records", runs, curves_table(records), meta)
     raise ReportError(f"{path}: neither run records (*.json) nor tables (runs.parquet)")
 
@@ -293,6 +309,8 @@ class Report:
     published_figure: Figure_ | None
     provenance: Provenance
     notes: list[str] = field(default_factory=list)
+    submissions: list[dict[str, str]] = field(default_factory=list)
+    """What the manifest of each submission bundle among the sources says."""
 
 
 def build(sources: Sequence[Source], *, baseline: str | None = None, commands: list[str],
@@ -363,6 +381,8 @@ def build(sources: Sequence[Source], *, baseline: str | None = None, commands: l
                                                    "optimizer_id"].dropna().astype(str)),
                            specs_root=specs_root, root=root),
         notes=notes,
+        submissions=[{"name": s.name, **s.meta["submission"]} for s in sources
+                     if "submission" in s.meta],
     )
     published = published_vs_reproduced(runs, metric)
     if not published.empty:
@@ -693,3 +713,59 @@ def write(report: Report, out: Path, *, pdf: bool = True) -> list[Path]:
         paths.append(out / "report.pdf")
     return paths
 
+
+
+# ----------------------------------------------------------------------------- score tables
+
+
+def score_tables(sources: Sequence[Source]) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The report's numbers as tables, for the DVC pipeline's ``scores`` stage: performance,
+    ranking, benchmark score and performance profile (steps to the target), the seed-mean
+    test curves of the chosen settings; and the headline metrics (for ``dvc metrics``):
+    per problem the best solver's mean final test value, per solver its mean rank and
+    benchmark score.
+    """
+    runs, curves = combine(sources)
+    if runs.empty:
+        raise ReportError("the RESULTS hold no runs")
+    runs["optimizer"] = scoring.solver_labels(runs).astype(str)
+    metric = scoring.metrics(runs)
+    goals = {**scoring.targets(runs, split="test"),
+             **{p: t for p, t in scoring.DEEPOBS_TARGETS.items() if p in metric}}
+    perf = scoring.performance(runs, curves, split="test", targets=goals)
+    ranks = scoring.ranking(perf)
+    steps, _ = _times(runs, curves, runs, [])
+    bench = (scoring.benchmark_score(steps) if not steps.empty
+             else pd.Series(dtype=float, name="score"))
+    profile = (scoring.performance_profile(steps) if not steps.empty
+               else pd.DataFrame(columns=["solver", "tau", "rho"]))
+    chosen = runs[runs["selected"].astype(bool)][["run_id", "problem", "optimizer"]]
+    test = curves[curves["split"] == "test"].merge(chosen, on="run_id")
+    test = test[test["metric"] == test["problem"].map(lambda p: metric[p].name)]
+    mean_curves = (test.groupby(["problem", "optimizer", "epoch"])["value"].mean()
+                   .reset_index().rename(columns={"optimizer": "solver"}))
+    best: dict[str, Any] = {}
+    for problem, rows in perf.groupby("problem"):
+        values = rows["final_mean"].dropna()
+        if values.empty:
+            continue
+        array = values.to_numpy(dtype=float)
+        top = int(np.argmax(array) if metric[str(problem)].higher_is_better
+                  else np.argmin(array))
+        best[str(problem)] = {"metric": metric[str(problem)].label,
+                              "best_final": float(array[top]),
+                              "best_solver": str(scoring.solver_labels(
+                                  perf.loc[[values.index[top]]]).iloc[0])}
+
+    def finite(value: float) -> float | None:
+        return float(value) if math.isfinite(value) else None
+
+    headline = {
+        "problems": best,
+        "mean_rank": {str(s): finite(v) for s, v in ranks["mean rank"].items()},
+        "benchmark_score": {str(s): finite(v) for s, v in bench.items()},
+    }
+    ranking = ranks.reset_index().rename(columns={"index": "solver"})
+    benchmark = bench.rename("score").rename_axis("solver").reset_index()
+    return ({"performance": perf, "ranking": ranking, "benchmark": benchmark,
+             "profile": profile, "curves": mean_curves}, headline)
