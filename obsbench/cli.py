@@ -143,8 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("report", help="score results and write the HTML and PDF report",
                             description="Score one or more RESULTS folders (run records of "
                             "`obsbench run`, or tables: a baseline, `obsbench import` output) and "
-                            "write a self-contained HTML report and a PDF of it (tables over "
-                            "200 rows stay in the HTML): "
+                            "write a self-contained HTML report and a PDF of it (whose tables "
+                            "show their first 100 rows): "
                             "performance, learning curves, time to target with performance "
                             "profiles and benchmark scores, tuning budget and sensitivity, "
                             "ranking, published vs reproduced, provenance.")

@@ -41,10 +41,10 @@ from obsbench.report.provenance import Provenance, collect
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_SOLVERS = 10
 """Solvers drawn per figure at most (tables list all)."""
-PDF_ROWS = 200
-"""Tables longer than this are left out of the PDF (which says so and where they are):
-WeasyPrint lays out about 600 table cells a second, so the 1,440-row tables of a Crowded
-Valley-sized study would take minutes."""
+PDF_ROWS = 100
+"""Rows of each table in the PDF (the HTML file has all): WeasyPrint lays out about 600
+table cells a second, so the 1,440-row tables of a Crowded Valley-sized study would take
+minutes. The tables come sorted best first where there is a best (scores, ranking)."""
 DIGITS = 4
 """Significant digits of numbers in tables."""
 
@@ -242,7 +242,7 @@ def png(figure: Figure) -> str:
 
 
 @dataclass
-class Figure_:
+class Plot:
     """A figure of the report: vector (SVG) for the HTML file, raster (PNG) for the PDF.
 
     Made empty by :func:`figure` with the plot to draw; :func:`draw_all` fills it in."""
@@ -254,9 +254,9 @@ class Figure_:
     png: str = ""
 
 
-def figure(title: str, plot: str, *args: Any, **kwargs: Any) -> Figure_:
+def figure(title: str, plot: str, *args: Any, **kwargs: Any) -> Plot:
     """A figure to draw later with ``obsbench.plots.<plot>(*args, **kwargs)``."""
-    return Figure_(title, (plot, args, kwargs))
+    return Plot(title, (plot, args, kwargs))
 
 
 def _draw(plot: tuple[str, tuple[Any, ...], dict[str, Any]]) -> tuple[str, str]:
@@ -269,7 +269,7 @@ def _draw(plot: tuple[str, tuple[Any, ...], dict[str, Any]]) -> tuple[str, str]:
     return str(svg(fig)), png(fig)
 
 
-def draw_all(figures: list[Figure_], workers: int | None = None) -> None:
+def draw_all(figures: list[Plot], workers: int | None = None) -> None:
     """Draw ``figures`` in place, in ``workers`` processes (default: one per core; a
     Crowded Valley-sized report has two dozen figures of about a second each)."""
     workers = min(workers or os.cpu_count() or 1, len(figures))
@@ -297,16 +297,16 @@ class Report:
     summary: list[str]
     verdicts: Table | None
     performance: Table
-    curves: list[Figure_]
+    curves: list[Plot]
     times: Table
     scores: Table
-    profile: Figure_ | None
-    budget: list[Figure_]
-    sensitivity: list[Figure_]
+    profile: Plot | None
+    budget: list[Plot]
+    sensitivity: list[Plot]
     ranking: Table
-    ranking_figure: Figure_ | None
+    ranking_figure: Plot | None
     published: Table | None
-    published_figure: Figure_ | None
+    published_figure: Plot | None
     provenance: Provenance
     notes: list[str] = field(default_factory=list)
     submissions: list[dict[str, str]] = field(default_factory=list)
@@ -395,7 +395,7 @@ def build(sources: Sequence[Source], *, baseline: str | None = None, commands: l
                     "over seeds; gap in published standard deviations.")
         report.published_figure = figure("Published vs reproduced", "published_plot",
                                          published)
-    report.summary = _summary(report, perf, ranks, baseline)
+    report.summary = _summary(report, len(runs), perf, ranks, baseline)
     draw_all([f for f in (*report.curves, report.profile, *report.budget,
                           *report.sensitivity, report.ranking_figure, report.published_figure)
               if f is not None])
@@ -581,7 +581,7 @@ def _caveat(candidate: pd.DataFrame, reference: pd.DataFrame) -> str:
 
 
 def _budget(runs: pd.DataFrame, drawn: list[str], metric: dict[str, Any],
-            styles: dict[str, Any]) -> list[Figure_]:
+            styles: dict[str, Any]) -> list[Plot]:
     trials = runs.groupby(["problem", "optimizer"])["trial"].nunique()
     tuned = trials[trials > 1]
     if tuned.empty:
@@ -595,7 +595,7 @@ def _budget(runs: pd.DataFrame, drawn: list[str], metric: dict[str, Any],
 
 
 def _sensitivity(runs: pd.DataFrame, drawn: list[str], metric: dict[str, Any],
-                 styles: dict[str, Any]) -> list[Figure_]:
+                 styles: dict[str, Any]) -> list[Plot]:
     trials = runs.groupby(["problem", "optimizer"])["trial"].nunique()
     if not (trials > 1).any():
         return []
@@ -639,10 +639,9 @@ def published_vs_reproduced(runs: pd.DataFrame, metric: dict[str, Any]) -> pd.Da
     }).sort_values(["problem", "optimizer"], ignore_index=True)
 
 
-def _summary(report: Report, perf: pd.DataFrame, ranks: pd.DataFrame,
+def _summary(report: Report, runs: int, perf: pd.DataFrame, ranks: pd.DataFrame,
              baseline: str | None) -> list[str]:
     lines = []
-    runs = sum(int(r[4].text) for r in report.sources.rows)
     lines.append(f"{runs} runs from {len(report.sources.rows)} source(s) on "
                  f"{perf['problem'].nunique()} problem(s), {len(ranks)} solver(s).")
     if not ranks.empty:
@@ -678,7 +677,7 @@ def environment() -> jinja2.Environment:
 
 def render_html(report: Report, *, pdf: bool = False) -> str:
     """The report as one self-contained HTML document; ``pdf``: the variant that WeasyPrint
-    renders, without tables longer than :data:`PDF_ROWS` rows (it says where they are)."""
+    renders, with PNG figures and the first :data:`PDF_ROWS` rows of each table."""
     env = environment()
     return env.get_template("report.html.j2").render(
         report=report, pdf=pdf, pdf_rows=PDF_ROWS,
