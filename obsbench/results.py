@@ -8,6 +8,7 @@ value``) and ``instruments`` (``run_id, step, quantity, layer, value, hist``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -323,3 +324,12 @@ def read_table(path: Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     return pd.read_csv(path)
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

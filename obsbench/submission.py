@@ -27,7 +27,6 @@ an ``import`` spec imports its target).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -46,6 +45,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 import obsbench
+from obsbench.results import sha256_file
 
 FORMAT = 1
 """Version of the bundle layout; :func:`verify` accepts this one only."""
@@ -114,14 +114,6 @@ class Verification:
     def verdict(self) -> str:
         return (f"verified: {self.runs} runs, checksums ok, specs valid, {len(self.rerun)} of "
                 f"{self.runs} re-run within rtol {self.rtol:g}")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def checksums(bundle: Path) -> list[FileEntry]:

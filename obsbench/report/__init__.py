@@ -104,7 +104,8 @@ def load_source(path: Path, name: str | None = None) -> Source:
     submission = None
     if (path / "manifest.json").is_file() and (path / "runs").is_dir():
         # a submission bundle (obsbench submit): its records are in runs/
-        from obsbench.submission import SubmissionError, read_manifest, sha256_file
+        from obsbench.results import sha256_file
+        from obsbench.submission import SubmissionError, read_manifest
 
         try:
             manifest = read_manifest(path)
@@ -326,19 +327,9 @@ def build(sources: Sequence[Source], *, baseline: str | None = None, commands: l
     names = [s.name for s in sources]
     if baseline is not None and baseline not in names:
         raise ReportError(f"--baseline: '{baseline}' is none of the RESULTS ({', '.join(names)})")
-    runs, curves = combine(sources)
-    if runs.empty:
-        raise ReportError("the RESULTS hold no runs")
-    # one label per solver for the whole pool, so that every table and figure names it alike
-    runs["optimizer"] = scoring.solver_labels(runs).astype(str)
+    runs, curves, metric, perf, ranks = _scored(sources, baseline)
     notes: list[str] = []
-    metric = scoring.metrics(runs)
     base = runs[runs["source_name"] == baseline] if baseline else runs
-
-    speed_targets = {**scoring.targets(base, split="test"),
-                     **{p: t for p, t in scoring.DEEPOBS_TARGETS.items() if p in metric}}
-    perf = scoring.performance(runs, curves, split="test", targets=speed_targets)
-    ranks = scoring.ranking(perf)
     order = [str(s) for s in ranks.index]
     drawn = order[:max_solvers]
     if len(order) > max_solvers:
@@ -402,6 +393,24 @@ def build(sources: Sequence[Source], *, baseline: str | None = None, commands: l
     return report
 
 
+def _scored(sources: Sequence[Source], baseline: str | None
+            ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, scoring.Metric], pd.DataFrame,
+                       pd.DataFrame]:
+    """The pooled runs and curves, each problem's metric, the performance table (speed
+    against the baseline's targets, DeepOBS's where published) and the ranking."""
+    runs, curves = combine(sources)
+    if runs.empty:
+        raise ReportError("the RESULTS hold no runs")
+    # one label per solver for the whole pool, so that every table and figure names it alike
+    runs["optimizer"] = scoring.solver_labels(runs).astype(str)
+    metric = scoring.metrics(runs)
+    base = runs[runs["source_name"] == baseline] if baseline else runs
+    speed_targets = {**scoring.targets(base, split="test"),
+                     **{p: t for p, t in scoring.DEEPOBS_TARGETS.items() if p in metric}}
+    perf = scoring.performance(runs, curves, split="test", targets=speed_targets)
+    return runs, curves, metric, perf, scoring.ranking(perf)
+
+
 def _problem_tables(runs: pd.DataFrame, curves: pd.DataFrame, solvers: list[str],
                     problem: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The curves and the chosen runs of ``solvers`` on ``problem`` (all a learning-curve
@@ -456,7 +465,7 @@ def _scores(steps: pd.DataFrame, seconds: pd.DataFrame, runs: pd.DataFrame,
     columns = {"solver": "solver", "score_steps": "score (steps)",
                "score_seconds": "score (seconds)", "reached": "problems reached"}
     if baseline is not None:
-        reference = _reference(steps, runs, baseline)
+        reference = _reference(steps, frame["score_steps"], runs, baseline)
         if reference is not None:
             budget = scoring.run_length(runs, unit="steps").reindex(steps.index)
             frame["speedup"] = scoring.speedup(steps, reference, budget=budget)
@@ -470,12 +479,13 @@ def _scores(steps: pd.DataFrame, seconds: pd.DataFrame, runs: pd.DataFrame,
                  "performance profile up to ratio 4, in [0, 1] (1: fastest on every problem).")
 
 
-def _reference(steps: pd.DataFrame, runs: pd.DataFrame, baseline: str) -> str | None:
+def _reference(steps: pd.DataFrame, score: pd.Series, runs: pd.DataFrame,
+               baseline: str) -> str | None:
+    """The baseline's solver with the highest benchmark score ``score``."""
     mine = set(runs.loc[runs["source_name"] == baseline, "optimizer"])
     candidates = [c for c in steps.columns if str(c) in mine]
     if not candidates:
         return None
-    score = scoring.benchmark_score(steps)
     return str(max(candidates, key=lambda c: (score.get(c, 0.0), str(c))))
 
 
@@ -724,15 +734,7 @@ def score_tables(sources: Sequence[Source]) -> tuple[dict[str, pd.DataFrame], di
     per problem the best solver's mean final test value, per solver its mean rank and
     benchmark score.
     """
-    runs, curves = combine(sources)
-    if runs.empty:
-        raise ReportError("the RESULTS hold no runs")
-    runs["optimizer"] = scoring.solver_labels(runs).astype(str)
-    metric = scoring.metrics(runs)
-    goals = {**scoring.targets(runs, split="test"),
-             **{p: t for p, t in scoring.DEEPOBS_TARGETS.items() if p in metric}}
-    perf = scoring.performance(runs, curves, split="test", targets=goals)
-    ranks = scoring.ranking(perf)
+    runs, curves, metric, perf, ranks = _scored(sources, None)
     steps, _ = _times(runs, curves, runs, [])
     bench = (scoring.benchmark_score(steps) if not steps.empty
              else pd.Series(dtype=float, name="score"))

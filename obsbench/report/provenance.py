@@ -8,7 +8,6 @@ DVC project, the hardware and the versions of the packages that score and draw.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from obsbench.results import sha256_file
 
 PACKAGES = ("obsbench", "torch", "numpy", "pandas", "pyarrow", "matplotlib", "tueplots",
             "jinja2", "weasyprint", "pydantic", "dvc")
@@ -48,10 +49,6 @@ class Provenance:
     specs: list[SpecFile] = field(default_factory=list)
     missing_specs: list[str] = field(default_factory=list)
     """Ids the results name whose spec file is not under the spec root."""
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def collect(*, commands: list[str], suites: set[str], problems: set[str],
