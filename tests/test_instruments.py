@@ -295,6 +295,27 @@ def test_schedules():
         quantity("loss", every=2, log={"end": 2})
 
 
+@pytest.mark.parametrize(("name", "optimizer"), [("mlp", torch.optim.SGD),
+                                                  ("cnn", torch.optim.Adam),
+                                                  ("transformer", torch.optim.SGD)])
+def test_sparse_schedules_measure_what_dense_ones_do(name, optimizer):
+    """Tracked every other step, the values equal those tracked every step; alpha then ends
+    at an unscheduled step, whose projections run on the update alone."""
+    kinds = [k for k in ALL if k not in ("hess_max_ev", "grad_hist_1d", "grad_hist_2d")]
+    got = []
+    for every in (1, 2):
+        model, shape = _models()[name]
+        monitor = Monitor(model.double(), _ce, [quantity(k, every=every) for k in kinds])
+        _train(model, _batches(shape), optimizer, 0.0, monitor)
+        got.append(_measured(monitor))
+    assert sorted(got[1]) == [0, 2]
+    for step, values in got[1].items():
+        assert values.keys() == got[0][step].keys()
+        assert ("alpha", TOTAL) in values
+        for key, value in values.items():
+            assert value == pytest.approx(got[0][step][key], rel=1e-9, abs=1e-14), (step, key)
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
 def test_closed_forms_and_torch_func_agree(name):
     """Layer closed forms (per-sample statistics, GGN diagonal) equal the generic path."""

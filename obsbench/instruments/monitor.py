@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -30,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from obsbench.instruments import (
     TOTAL,
@@ -191,8 +188,8 @@ class _Kept:
     y: Tensor | None
     f: float
     var_f: float
-    along_g: tuple[Tensor, dict[str, Tensor]] | None
-    """``(g_n . g, g)`` where measured, reused if the update is parallel to ``g``."""
+    along_g: tuple[Tensor, float] | None
+    """``(g_n . g, ||g||^2)`` where measured, reused if the update is parallel to ``g``."""
 
 
 @dataclass
@@ -204,8 +201,8 @@ class _AlphaStart:
     var_f: float
     df: float
     var_df: float
-    direction: dict[str, Tensor]
     tau: float
+    """``||s||``; the update ``s`` itself waits in slot 1 of :attr:`Monitor.directions`."""
 
 
 class Monitor:
@@ -268,6 +265,12 @@ class Monitor:
             self._scratch[key] = {n: torch.empty_like(p) for n, p in self.params.items()}
         return self._scratch[key]
 
+    @cached_property
+    def directions(self) -> dict[str, Tensor]:
+        """Per parameter, ``(2, *shape)``: the gradient of the step being measured and the
+        update of the previous step, the directions of the per-sample projections."""
+        return {n: p.new_empty((2, *p.shape)) for n, p in self.params.items()}
+
     def _snapshot(self, key: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
         out = self.scratch(key)
         torch._foreach_copy_([out[n] for n in tensors], [t.detach() for t in tensors.values()])
@@ -276,16 +279,6 @@ class Monitor:
     def _penalty(self, params: Params) -> Tensor | None:
         weights = [p for p in params.values() if p.dim() > 1]
         return 0.5 * self.l2_reg * sum(w.square().sum() for w in weights) if weights else None  # type: ignore[return-value]
-
-    @contextmanager
-    def _isolated(self) -> Iterator[None]:
-        """Extra computation under a forked RNG, with attention in its math kernel (the fused
-        CPU kernels have no forward-mode derivative, which Hessian-vector products and
-        per-sample projections use)."""
-        devices = sorted({p.device.index or 0 for p in self.params.values()
-                          if p.device.type == "cuda"})
-        with torch.random.fork_rng(devices=devices), sdpa_kernel(SDPBackend.MATH):
-            yield
 
     # -- the four calls of the training loop ---------------------------------------------
 
@@ -305,17 +298,15 @@ class Monitor:
             self.capture.__exit__()
         due, alpha_end = self._due, self._alpha_end
         if due or alpha_end is not None:
-            with self._isolated():
-                self._measure(step, x, y, losses.detach(), float(torch.as_tensor(loss).detach()),
-                              due, alpha_end)
+            self._measure(step, x, y, losses.detach(), float(torch.as_tensor(loss).detach()),
+                          due, alpha_end)
         self.seconds += time.perf_counter() - tick
 
     def after_step(self, step: int) -> None:
         if not self._before:
             return
         tick = time.perf_counter()
-        with self._isolated():
-            self._finish_two_step(step)
+        self._finish_two_step(step)
         self.seconds += time.perf_counter() - tick
 
     # -- measuring -----------------------------------------------------------------------
@@ -329,14 +320,19 @@ class Monitor:
         found = self.capture.per_sample(int(x.shape[0])) if self._capturing else {}
         grads = {n: p.grad.detach() if p.grad is not None else torch.zeros_like(p)
                  for n, p in self.params.items()}
-        directions = ([grads] if "dots_g" in needs else []) + (
-            [alpha_end.direction] if alpha_end is not None else [])
+        # The directions to project on, stacked per parameter: the gradient (slot 0) and
+        # the previous update (slot 1), so that one matrix product serves both.
+        dots_g = "dots_g" in needs
+        slots = slice(0 if dots_g else 1, 2 if alpha_end is not None else 1)
+        if dots_g:
+            torch._foreach_copy_([self.directions[n][0] for n in grads], list(grads.values()))
         hist1 = next((q for q in due if isinstance(q, GradHist1d)), None)
         hist2 = next((q for q in due if isinstance(q, GradHist2d)), None)
         params = {n: p.detach() for n, p in self.params.items()}
         stats = statistics(
             found, self.functional, params, x, y, norms="norms" in needs,
-            directions=directions, sum_sq="sum_sq" in needs,
+            directions={n: d[slots] for n, d in self.directions.items()}
+            if slots.start < slots.stop else None, sum_sq="sum_sq" in needs,
             hist=HistSpec(hist1.range, hist1.bins) if hist1 else None,
             hist2d=Hist2dSpec(hist2.range[0], hist2.bins[0], hist2.range[1], hist2.bins[1])
             if hist2 else None, max_elements=self.max_elements)
@@ -345,21 +341,19 @@ class Monitor:
             if not q.two_step:
                 self._record(step, q.kind, q.compute(ctx))
         if alpha_end is not None:
-            column = len(directions) - 1
-            slopes = torch.stack([d[:, column] for d in stats.dots.values()]).sum(0)
+            slopes = torch.stack([d[:, -1] for d in stats.dots.values()]).sum(0)
             self._record(alpha_end.step, "alpha", [(TOTAL, _alpha(
                 alpha_end, loss, _var(losses), *_mean_var(slopes / alpha_end.tau)))])
             self._alpha_end = None
         if any(q.two_step for q in due):
             self._before = self._snapshot("before", self.params)
             if alpha_start:
-                along_g = (ctx.dots_g, self._snapshot("gradient", grads)
-                           ) if "dots_g" in needs else None
+                along_g = (ctx.dots_g, ctx.grad_sq_norm) if dots_g else None
                 self._kept = _Kept(found, x, y, loss, _var(losses), along_g)
 
     def _finish_two_step(self, step: int) -> None:
         before, self._before = self._before, {}
-        update = differences(self.params, before, self.scratch("update"))
+        update = differences(self.params, before, {n: d[1] for n, d in self.directions.items()})
         sizes = total_norm(list(norms(update).items()))
         tau = sizes[-1][1]
         if any(isinstance(q, UpdateSize) for q in self._due):
@@ -370,17 +364,19 @@ class Monitor:
         if tau == 0.0:  # no move: Cockpit reports -1
             self._record(step, "alpha", [(TOTAL, -1.0)])
             return
-        factor = (_parallel(update, kept.along_g[1], self.scratch("residual"))
+        gradient = {n: d[0] for n, d in self.directions.items()}
+        factor = (_parallel(update, tau, gradient, kept.along_g[1], self.params,
+                            self.scratch("residual"), _sgd_factor(self.optimizer))
                   if kept.along_g is not None else None)
         if factor is not None:  # s = factor * g: the projections on g, rescaled
             assert kept.along_g is not None
             dots = kept.along_g[0] * factor
         else:
             stats = statistics(kept.found, self.functional, before, kept.x, kept.y,
-                               directions=[update], max_elements=self.max_elements)
+                               directions={n: d[1:] for n, d in self.directions.items()},
+                               max_elements=self.max_elements)
             dots = torch.stack([d[:, 0] for d in stats.dots.values()]).sum(0)
-        self._alpha_end = _AlphaStart(step, kept.f, kept.var_f, *_mean_var(dots / tau), update,
-                                      tau)
+        self._alpha_end = _AlphaStart(step, kept.f, kept.var_f, *_mean_var(dots / tau), tau)
 
     def _record(self, step: int, quantity: str, values: list[Value]) -> None:
         # Plain tuples: the garbage collector stops tracking tuples of atoms, while thousands
@@ -400,42 +396,61 @@ class Monitor:
 
 
 PARALLEL_RTOL = 1e-3
-"""How far (relative, in norm) an update may be from ``c g`` and still count as parallel."""
+"""How far (relative, in norm) an update may be from ``c g``, beyond the rounding of the
+parameters, and still count as parallel."""
 
 
-def _parallel(update: dict[str, Tensor], g: dict[str, Tensor], scratch: dict[str, Tensor]
+def _sgd_factor(optimizer: torch.optim.Optimizer | None) -> float | None:
+    """``-lr`` of plain SGD with one learning rate, the ``c`` of its update ``c g``."""
+    if not is_plain_sgd(optimizer):
+        return None
+    assert optimizer is not None
+    lrs = {float(group["lr"]) for group in optimizer.param_groups}
+    return -lrs.pop() if len(lrs) == 1 else None
+
+
+def _parallel(update: dict[str, Tensor], size: float, g: dict[str, Tensor], gg: float,
+              params: Params, scratch: dict[str, Tensor], c: float | None = None
               ) -> float | None:
-    """``c`` with ``update = c g`` up to the rounding of the parameters, or None.
+    """``c`` with ``update = c g`` up to the rounding of the parameters, or None (``c``, if
+    given, is the candidate checked; else the least-squares one).
 
     Then ``g_n . update = c (g_n . g)``, which saves a projection (plain SGD: ``c = -lr``;
     Cockpit's fast path makes the same substitution). The measured update
-    ``theta_{t+1} - theta_t`` of plain SGD differs from ``-lr g`` only by the rounding of
-    the parameters, which in float32 is easily 1e-4 of a small update; a residual up to
-    ``PARALLEL_RTOL`` of the update's norm changes each projection by at most that fraction
-    of ``||g_n|| ||update||``.
+    ``theta_{t+1} - theta_t`` (norm ``size``) of plain SGD differs from ``-lr g`` (``gg =
+    ||g||^2``) by the rounding of the parameters to their dtype, at most half an ulp of
+    each, so by at most ``eps ||theta_{t+1}||`` in norm (``eps`` the dtype's machine
+    epsilon); a residual up to that plus ``PARALLEL_RTOL`` of the update's norm counts as
+    parallel. It changes each projection by at most ``||g_n||`` times the residual.
     """
-    names = list(update)
-    u, v = [update[n] for n in names], [g[n] for n in names]
-    gg = sum(float(torch.dot(t.reshape(-1), t.reshape(-1))) for t in v)
     if gg == 0.0:
         return None
-    c = sum(float(torch.dot(a.reshape(-1), b.reshape(-1))) for a, b in zip(u, v, strict=True)
-            ) / gg
+    names = list(update)
+    u, v = [update[n] for n in names], [g[n] for n in names]
+    if c is None:
+        c = sum(float(torch.dot(a.reshape(-1), b.reshape(-1)))
+                for a, b in zip(u, v, strict=True)) / gg
     residual = [scratch[n] for n in names]
     torch._foreach_copy_(residual, u)
     torch._foreach_add_(residual, v, alpha=-c)
-    r = math.sqrt(sum(x * x for x in norms(dict(zip(names, residual, strict=True))).values()))
-    size = math.sqrt(sum(x * x for x in norms(update).values()))
-    return c if r <= PARALLEL_RTOL * size else None
+    current = [params[n].detach() for n in names]
+    both = torch.stack(torch._foreach_norm(residual + current)).tolist()
+    r = math.sqrt(sum(x * x for x in both[:len(names)]))
+    eps = max(torch.finfo(t.dtype).eps for t in current)
+    theta = math.sqrt(sum(x * x for x in both[len(names):]))
+    return c if r <= PARALLEL_RTOL * size + eps * theta else None
 
 
 def _var(values: Tensor) -> float:
     """Sample variance (``ddof=1``), as ``torch.var`` in Cockpit."""
-    return float(values.double().var()) if values.numel() > 1 else 0.0
+    return _mean_var(values)[1]
 
 
 def _mean_var(values: Tensor) -> tuple[float, float]:
-    return float(values.double().mean()), _var(values)
+    if values.numel() < 2:
+        return float(values.double().sum()), 0.0
+    var, mean = torch.var_mean(values.double())
+    return float(mean), float(var)
 
 
 def _alpha(start: _AlphaStart, f1: float, var_f1: float, df1: float, var_df1: float

@@ -20,8 +20,9 @@ moment ``sum_n g_n^2`` and histograms of the elements. These come from two sourc
   that at most ``max_elements`` gradient elements exist at once; projections of these
   parameters' gradients use one forward-mode ``jvp`` of the per-example losses instead.
 
-All extra computation runs on copies of the buffers and under a forked RNG, so it changes
-neither parameters, gradients, buffers (BatchNorm statistics) nor random streams.
+Every extra model evaluation runs on copies of the buffers and under a forked RNG, so it
+changes neither parameters, gradients, buffers (BatchNorm statistics) nor random streams;
+the closed forms evaluate no model at all.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.modules.conv import _ConvNd
 
 from obsbench.instruments.histogram import histogram, histogram2d, outer_histogram
@@ -134,10 +136,13 @@ class Capture:
             inputs, grads = self.inputs.get(module, []), self.grads.get(module, [])
             if len(inputs) != 1 or len(grads) != 1:
                 continue  # unused, or used twice (shared weights): torch.func handles it
-            a, dz = inputs[0], grads[0] * batch_size
+            # u_n = B dL/dz_n: scaled where it is small (linear layers), else the per-sample
+            # results are (convolutions: their output gradients are the largest tensors).
+            a, dz = inputs[0], grads[0]
             if a.shape[0] != batch_size:
                 continue
             if isinstance(module, nn.Linear):
+                dz = dz * batch_size
                 if a.dim() == 2:
                     found[weight] = Outer(dz, a)
                 else:
@@ -146,11 +151,11 @@ class Capture:
                     found[bias] = dz.reshape(batch_size, -1, dz.shape[-1]).sum(1)
             else:
                 try:
-                    found[weight] = _conv_weight_grads(module, a, dz)  # type: ignore[arg-type]
+                    found[weight] = _conv_weight_grads(module, a, dz).mul_(batch_size)  # type: ignore[arg-type]
                 except _Unsupported:
                     continue
                 if bias is not None:
-                    found[bias] = dz.flatten(2).sum(2)
+                    found[bias] = dz.flatten(2).sum(2).mul_(batch_size)
         return found
 
 
@@ -190,9 +195,14 @@ class Functional:
     regularizer: Callable[[Params], Tensor | None] | None = None
 
     def outputs(self, params: Params, x: Tensor) -> Tensor:
-        """Model outputs at ``params``, on copies of the buffers (BatchNorm statistics stay)."""
+        """Model outputs at ``params``, on copies of the buffers (BatchNorm statistics stay),
+        under a forked RNG (dropout masks drawn here leave the training's random stream
+        alone) and with attention in its math kernel (the fused CPU kernels have no
+        forward-mode derivative, which Hessian-vector products and projections use)."""
         buffers = {n: b.clone() for n, b in self.model.named_buffers()}
-        return functional_call(self.model, (params, buffers), (x,))
+        devices = sorted({p.device.index or 0 for p in params.values() if p.device.type == "cuda"})
+        with torch.random.fork_rng(devices=devices), sdpa_kernel(SDPBackend.MATH):
+            return functional_call(self.model, (params, buffers), (x,))
 
     def losses(self, params: Params, x: Tensor, y: Tensor | None) -> Tensor:
         """Per-example objective ``l_n + R`` at ``params`` (a full parameter dict)."""
@@ -230,17 +240,18 @@ class Functional:
 
 def statistics(found: dict[str, PerSample], functional: Functional | None, params: Params,
                x: Tensor, y: Tensor | None, *, norms: bool = False,
-               directions: list[Params] | None = None, sum_sq: bool = False,
+               directions: Params | None = None, sum_sq: bool = False,
                hist: HistSpec | None = None, hist2d: Hist2dSpec | None = None,
                max_elements: int = MAX_ELEMENTS) -> Statistics:
     """The requested reductions for every parameter in ``params``.
 
     ``found`` holds per-sample gradients from layer factors; parameters missing there go
     through ``functional`` (per-sample gradients for norms, second moments and histograms;
-    one ``jvp`` per direction for projections).
+    one ``jvp`` per direction for projections). ``directions`` holds, per parameter, the
+    ``K`` directions stacked, ``(K, *shape)``; ``dots`` then has ``K`` columns.
     """
     stats = Statistics()
-    directions = directions or []
+    directions = directions or {}
     rest = [n for n in params if n not in found]
     for name, g in found.items():
         _reduce(stats, name, g, params[name], norms, directions, sum_sq, hist, hist2d,
@@ -253,13 +264,15 @@ def statistics(found: dict[str, PerSample], functional: Functional | None, param
         for block in functional.grads(params, rest, x, y, max_elements):
             for name, g in block.items():
                 part = Statistics()
-                _reduce(part, name, g, params[name], norms, [], sum_sq, hist, hist2d,
+                _reduce(part, name, g, params[name], norms, {}, sum_sq, hist, hist2d,
                         max_elements)
                 chunks.setdefault(name, []).append(part)
         for name, parts in chunks.items():
             _merge(stats, name, parts)
     if directions:
-        projections = functional.directional(params, rest, directions, x, y)
+        count = len(next(iter(directions.values())))
+        projections = functional.directional(
+            params, rest, [{n: directions[n][k] for n in rest} for k in range(count)], x, y)
         # Attribute the projections of the torch.func parameters to the first of them; only
         # their sum over parameters is ever used.
         stats.dots[rest[0]] = projections
@@ -269,15 +282,15 @@ def statistics(found: dict[str, PerSample], functional: Functional | None, param
 
 
 def _reduce(stats: Statistics, name: str, g: PerSample, param: Tensor, norms: bool,
-            directions: list[Params], sum_sq: bool, hist: HistSpec | None,
+            directions: Params, sum_sq: bool, hist: HistSpec | None,
             hist2d: Hist2dSpec | None, max_elements: int) -> None:
     if isinstance(g, Outer):
         u, v = g.u, g.v
         if norms:
-            stats.sq_norms[name] = u.square().sum(1) * v.square().sum(1)
+            stats.sq_norms[name] = _sq_norms(u) * _sq_norms(v)
         if directions:
-            d = torch.cat([dk[name] for dk in directions])  # (K*out, in)
-            stats.dots[name] = ((v @ d.T).view(len(u), len(directions), -1)
+            d = directions[name]  # (K, out, in)
+            stats.dots[name] = ((v @ d.reshape(-1, d.shape[-1]).T).view(len(u), len(d), -1)
                                 * u[:, None, :]).sum(2)
         if sum_sq:
             stats.sum_sq[name] = u.square().T @ v.square()
@@ -290,15 +303,21 @@ def _reduce(stats: Statistics, name: str, g: PerSample, param: Tensor, norms: bo
         return
     flat = g.flatten(1)
     if norms:
-        stats.sq_norms[name] = flat.square().sum(1)
+        stats.sq_norms[name] = _sq_norms(flat)
     if directions:
-        stats.dots[name] = flat @ torch.stack([dk[name].reshape(-1) for dk in directions], 1)
+        d = directions[name]
+        stats.dots[name] = flat @ d.reshape(len(d), -1).T
     if sum_sq:
         stats.sum_sq[name] = g.square().sum(0)
     if hist is not None:
         stats.hist[name] = histogram(g, *hist.limits, hist.bins)
     if hist2d is not None:
         stats.hist2d[name] = _hist2d(g, param, hist2d)
+
+
+def _sq_norms(rows: Tensor) -> Tensor:
+    """Squared norm of every row, without a squared copy of ``rows``."""
+    return torch.linalg.vector_norm(rows, dim=1).square_()
 
 
 def _hist2d(g: Tensor, param: Tensor, spec: Hist2dSpec) -> Tensor:
