@@ -136,8 +136,8 @@ class Capture:
             inputs, grads = self.inputs.get(module, []), self.grads.get(module, [])
             if len(inputs) != 1 or len(grads) != 1:
                 continue  # unused, or used twice (shared weights): torch.func handles it
-            # u_n = B dL/dz_n: scaled where it is small (linear layers), else the per-sample
-            # results are (convolutions: their output gradients are the largest tensors).
+            # u_n = B dL/dz_n. Linear layers scale dz (small); convolutions scale their
+            # per-sample results instead, as their output gradients are the largest tensors.
             a, dz = inputs[0], grads[0]
             if a.shape[0] != batch_size:
                 continue
