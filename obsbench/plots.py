@@ -549,6 +549,12 @@ def _legend_height(labels: Sequence[str]) -> float:
     return LEGEND_ROW * math.ceil(len(labels) / _legend_columns(labels)) + 0.1
 
 
+def _line_figure(labels: Sequence[str]) -> tuple[Figure, Axes]:
+    """A one-axes figure with room below for the legend of ``labels``."""
+    fig = Figure(figsize=(WIDTH, LINE_HEIGHT + _legend_height(labels)), layout="constrained")
+    return fig, fig.add_subplot()
+
+
 def _legend(fig: Figure, ax: Axes, loc: Literal["best", "lower right"] = "best") -> None:
     """A legend of ``ax``: inside it for a few entries, below it in columns for many."""
     handles, labels = ax.get_legend_handles_labels()
@@ -622,8 +628,7 @@ def learning_curves(curves: pd.DataFrame, runs: pd.DataFrame, *, problem: str,
     stats = stats.reset_index()
     solvers = sorted(stats["solver"].unique())
     chosen_styles = _styles_for(solvers, styles)
-    fig = Figure(figsize=(WIDTH, LINE_HEIGHT + _legend_height(solvers)), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _line_figure(solvers)
     for index, (solver, group) in enumerate(stats.groupby("solver", sort=True)):
         style = chosen_styles[str(solver)]
         epochs = group["epoch"].to_numpy(dtype=float)
@@ -669,8 +674,7 @@ def sensitivity_plot(table: pd.DataFrame, *, problem: str, hyperparameter: str =
     solvers = sorted(rows["solver"].unique())
     chosen_styles = _styles_for(solvers, styles)
     labels = [*solvers, "selected setting"]
-    fig = Figure(figsize=(WIDTH, LINE_HEIGHT + _legend_height(labels)), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _line_figure(labels)
     for solver, group in rows.groupby("solver", sort=True):
         group = group.sort_values("value", kind="stable")
         style = chosen_styles[str(solver)]
@@ -723,8 +727,7 @@ def profile_plot(profile: pd.DataFrame, *,
     left, right = min(1.0, float(rows["tau"].min())), float(rows["tau"].max())
     solvers = sorted(rows["solver"].unique())
     chosen_styles = _styles_for(solvers, styles)
-    fig = Figure(figsize=(WIDTH, LINE_HEIGHT + _legend_height(solvers)), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _line_figure(solvers)
     for index, (solver, group) in enumerate(rows.groupby("solver", sort=True)):
         group = group.sort_values("tau", kind="stable")
         tau, rho = group["tau"].to_numpy(), group["rho"].to_numpy()
@@ -765,8 +768,7 @@ def budget_plot(table: pd.DataFrame, *, problem: str, metric: MetricLike | None 
         return _empty(title, f"no finite expected performance of {problem}")
     solvers = sorted(rows["solver"].unique())
     chosen_styles = _styles_for(solvers, styles)
-    fig = Figure(figsize=(WIDTH, LINE_HEIGHT + _legend_height(solvers)), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _line_figure(solvers)
     for index, (solver, group) in enumerate(rows.groupby("solver", sort=True)):
         group = group.sort_values("k", kind="stable")
         style = chosen_styles[str(solver)]
